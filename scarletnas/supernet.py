@@ -1,0 +1,141 @@
+"""Weight-sharing supernet: every choice of every layer, one path per forward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import ops
+from .space import Arch, SearchSpace
+
+
+class Network(nn.Module):
+    """Stem, separable block, searchable layers, head and classifier.
+
+    Supernet and Subnet differ only in what ``layers`` holds, so their
+    state_dict keys differ only by the choice token inside ``layers.<i>``.
+    """
+
+    def __init__(self, space: SearchSpace, layers: nn.Module, dropout: float = 0.0):
+        super().__init__()
+        self.space = space
+        self.stem = ops.stem(space)
+        self.separable = ops.separable(space)
+        self.layers = layers
+        self.head = ops.head(space)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(space.head_out, space.num_classes)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.head(x).mean((2, 3))))
+
+
+class Supernet(Network):
+    """Holds all choices; ``forward(x, arch)`` runs exactly one path.
+
+    With ``stabilizer=True`` (SCARLET) each skip choice is a bare 1x1 conv;
+    with ``stabilizer=False`` it is a plain identity (the paper's ablation).
+    """
+
+    def __init__(self, space: SearchSpace, stabilizer: bool = True,
+                 stabilizer_init: str = "kaiming", dropout: float = 0.0):
+        layers = nn.ModuleList(
+            nn.ModuleDict({
+                space.choices[g].token: ops.build_choice(space, i, space.choices[g],
+                                                         stabilizer, stabilizer_init)
+                for g in space.layer_choices(i)})
+            for i in range(space.num_layers))
+        super().__init__(space, layers, dropout)
+        self.stabilizer = stabilizer
+        self.stabilizer_init = stabilizer_init
+        self._tokens = space.tokens
+        ops.init_weights(self)
+
+    def forward(self, x: torch.Tensor, arch: str | Sequence[int]) -> torch.Tensor:
+        genes = self.space.parse(arch)
+        x = self.separable(self.stem(x))
+        for layer, g in zip(self.layers, genes, strict=True):
+            x = layer[self._tokens[g]](x)
+        return self._logits(x)
+
+    def path_modules(self, arch: str | Sequence[int]) -> list[nn.Module]:
+        """The modules one path runs: shared parts plus its chosen choice ops."""
+        genes = self.space.parse(arch)
+        chosen = [layer[self._tokens[g]] for layer, g in zip(self.layers, genes, strict=True)]
+        return [self.stem, self.separable, *chosen, self.head, self.classifier]
+
+    def path_parameters(self, arch: str | Sequence[int]) -> list[nn.Parameter]:
+        return [p for m in self.path_modules(arch) for p in m.parameters()]
+
+    def subnet_state_dict(self, arch: str | Sequence[int], stabilizer: bool = False) -> dict:
+        """State dict for ``Subnet(space, arch, stabilizer)``: the path's tensors.
+
+        A skip's stabilizer is dropped unless ``stabilizer`` keeps it; a plain
+        identity subnet then differs from the path by that linear map only.
+        """
+        genes = self.space.parse(arch)
+        out = {}
+        for key, value in self.state_dict().items():
+            if not key.startswith("layers."):
+                out[key] = value
+                continue
+            _, i, token, rest = key.split(".", 3)
+            g = genes[int(i)]
+            if token != self._tokens[g]:
+                continue
+            if g == self.space.skip_index and not stabilizer:
+                continue
+            out[f"layers.{i}.{rest}"] = value
+        return out
+
+    def choice_ops(self):
+        """(layer index, gene, module) for every choice op: for warm-up and tables."""
+        for i, layer in enumerate(self.layers):
+            for g in self.space.layer_choices(i):
+                yield i, g, layer[self._tokens[g]]
+
+    @torch.no_grad()
+    def _layer_inputs(self, batch: int, device, dtype, memory_format):
+        s = self.space
+        return [torch.randn(batch, spec.in_channels, spec.in_size, spec.in_size, device=device,
+                            dtype=dtype).contiguous(memory_format=memory_format)
+                for spec in s.layers]
+
+    def warm_up(self, batch: int, device=None, memory_format=torch.contiguous_format,
+                autocast_dtype: torch.dtype | None = None) -> int:
+        """Run every choice op once forward and backward at its training shape.
+
+        With cudnn.benchmark on, each op autotunes on first use; doing that
+        here, once, keeps a fresh or resumed run from crawling through its
+        first steps. BN running stats are restored afterwards and no grads
+        are left behind. Returns the number of ops warmed.
+        """
+        device = torch.device(device) if device else next(self.parameters()).device
+        bn_state = {k: v.clone() for k, v in self.state_dict().items()
+                    if "running_" in k or "num_batches" in k}
+        was_training = self.training
+        self.train()
+        inputs = self._layer_inputs(batch, device, torch.float32, memory_format)
+        count = 0
+        for i, _, module in self.choice_ops():
+            x = inputs[i].detach().requires_grad_(True)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                y = module(x)
+            y.float().sum().backward()
+            count += 1
+        for p in self.parameters():
+            p.grad = None
+        self.load_state_dict(bn_state, strict=False)
+        self.train(was_training)
+        return count
+
+
+def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,
+                   stabilizer_init: str = "kaiming", dropout: float = 0.0) -> Supernet:
+    return Supernet(space or SearchSpace.imagenet(), stabilizer, stabilizer_init, dropout)
+
+
+__all__ = ["Arch", "Network", "Supernet", "build_supernet"]

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from scarletnas.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_arch_show_table(capsys):
+    code, out, _ = run(capsys, "arch", "show", "SCARLET-A")
+    assert code == 0
+    assert "e3k7-e6k5-e3k5-e3k7se" in out
+    assert "total: 365.3M multiply-adds, 6.71M params" in out
+    numbered = [ln for ln in out.splitlines() if ln.split() and ln.split()[0].isdigit()]
+    assert [int(ln.split()[0]) for ln in numbered] == list(range(1, 20))
+
+
+def test_arch_show_json(capsys):
+    code, out, _ = run(capsys, "arch", "show", "SCARLET-C", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["madds"] == 280082912 and data["params"] == 6073684
+    assert len(data["layers"]) == 19 and data["layers"][3]["choice"] == "skip"
+
+
+def test_arch_show_other_space(capsys):
+    code, out, _ = run(capsys, "arch", "show", "SCARLET-A", "--space", "small", "--num-classes",
+                       "10", "--input-size", "16", "--json")
+    data = json.loads(out)
+    assert data["num_classes"] == 10 and data["layers"][-1]["out"] == [160, 4, 4]
+
+
+def test_arch_show_bad_input_is_a_clear_error(capsys):
+    code, _, err = run(capsys, "arch", "show", "e3k3-e3k3")
+    assert code == 2 and "arch has 2 layer(s) but the search space has 19" in err
+    code, _, err = run(capsys, "arch", "show", "SCARLET-A", "--space", "tiny")
+    assert code == 2 and "unknown search space 'tiny'" in err
+
+
+def test_arch_sample(capsys):
+    code, out, _ = run(capsys, "arch", "sample", "--n", "5", "--seed", "3", "--max-madds",
+                       "250e6", "--json")
+    archs = json.loads(out)
+    assert code == 0 and len(archs) == 5
+    assert all(a["madds"] <= 250e6 for a in archs)
+    code, again, _ = run(capsys, "arch", "sample", "--n", "5", "--seed", "3", "--max-madds",
+                         "250e6")
+    assert again.split() == [a["arch"] for a in archs]
+    code, _, err = run(capsys, "arch", "sample", "--max-madds", "1e6")
+    assert code == 2 and "below the smallest arch" in err
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "scarlet-nas"
+    proc = subprocess.run([str(script), "arch", "show", "SCARLET-B", "--json"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout)["madds"] == 326853440
