@@ -24,3 +24,19 @@ def rng() -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> SearchSpace:
+    """Four searchable layers (two may skip): fast enough to train in tests."""
+    return SearchSpace(num_classes=10, input_size=16, stem_channels=16, stem_stride=1,
+                       separable_channels=8, layer_channels=(8, 16, 16, 24),
+                       layer_strides=(1, 2, 1, 2), head_channels=64)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from scarletnas.config import DataConfig
+    from scarletnas.data import load_splits
+
+    return load_splits(DataConfig(dataset="digits", input_size=16))

@@ -1,0 +1,194 @@
+"""Typed configuration with validation that names the problem and the fix.
+
+Every stage takes a dataclass from here. ``from_dict`` turns YAML/JSON
+mappings (pipeline parameters, CLI overrides) into them, rejecting unknown
+keys, wrong types and impossible values before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work."""
+
+
+DATASETS = ("digits", "cifar10", "imagefolder")
+AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
+OPTIMIZERS = ("sgd", "rmsprop")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    _check(value in options, f"{name}={value!r} is not supported; choose one of {list(options)}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    source: str = ""  # folder or s3:// prefix (cifar10, imagefolder); unused for digits
+    input_size: int = 16
+    val_fraction: float = 0.2  # carved from the training set, for search and model selection
+    test_fraction: float = 0.2  # digits only: the others ship their own test split
+    eval_batch_size: int = 256
+    workers: int = 0  # loader processes for imagefolder
+    gpu_decode: bool = False  # imagefolder: decode JPEGs batched on the training device
+    cache_dir: str = ""  # where s3:// sources are synced; default: a temp folder
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice("data.dataset", self.dataset, DATASETS)
+        _check(self.input_size >= 8, f"data.input_size={self.input_size}: use at least 8")
+        _check(0 < self.val_fraction < 1, "data.val_fraction must be between 0 and 1")
+        _check(0 <= self.test_fraction < 1, "data.test_fraction must be in [0, 1)")
+        _check(self.val_fraction + self.test_fraction < 0.9,
+               "data.val_fraction + data.test_fraction leave too little to train on")
+        _check(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
+        _check(self.workers >= 0, "data.workers must be >= 0")
+        if self.dataset != "digits":
+            _check(bool(self.source), f"data.source is empty: {self.dataset} needs a folder "
+                   "or s3:// prefix holding the dataset")
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.05  # for batch_size; scale it with the batch
+    batch_size: int = 64  # per process
+    epochs: float = 30
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-5  # not applied to BN parameters and biases
+    label_smoothing: float = 0.1
+
+    def __post_init__(self):
+        _choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        _check(self.lr > 0, f"optim.lr={self.lr}: must be positive")
+        _check(self.batch_size >= 2, "optim.batch_size must be >= 2 (BatchNorm needs a batch)")
+        _check(self.epochs > 0, f"optim.epochs={self.epochs}: must be positive")
+        _check(0 <= self.warmup_epochs < self.epochs,
+               "optim.warmup_epochs must be >= 0 and below optim.epochs")
+        _check(0 <= self.momentum < 1, "optim.momentum must be in [0, 1)")
+        _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
+        _check(0 <= self.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)")
+
+
+@dataclass
+class RunConfig:
+    """What every training run shares: schedule, logging, checkpoints, device."""
+
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: str = "basic"
+    seed: int = 0
+    log_every: int = 20  # steps between metric callbacks
+    checkpoint_every: int = 200  # steps between checkpoints (and at each epoch end)
+    device: str = "auto"  # auto: cuda when available
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True
+    max_steps: int = 0  # stop early after this many steps in total (0: the full schedule)
+
+    def __post_init__(self):
+        _choice("augment", self.augment, AUGMENTS)
+        _check(self.log_every >= 1, "log_every must be >= 1")
+        _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        _check(self.max_steps >= 0, "max_steps must be >= 0")
+
+
+@dataclass
+class SupernetConfig(RunConfig):
+    sampling: str = "uniform"  # uniform (SPOS) or fair (FairNAS strict fairness)
+    stabilizer: bool = True
+    stabilizer_init: str = "kaiming"  # or identity
+    warm_up_ops: bool = True  # CUDA: run every choice op once before training
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("sampling", self.sampling, ("uniform", "fair"))
+        _choice("stabilizer_init", self.stabilizer_init, ("kaiming", "identity"))
+
+
+@dataclass
+class RetrainConfig(RunConfig):
+    dropout: float = 0.2
+    ema_decay: float = 0.0  # 0: off; e.g. 0.9998 on ImageNet
+    eval_every_epochs: int = 1  # validation for best-checkpoint selection
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        _check(self.eval_every_epochs >= 1, "eval_every_epochs must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """BN recalibration and validation of one candidate with supernet weights."""
+
+    calib_batches: int = 8
+    calib_batch_size: int = 128
+    val_images: int = 0  # 0: the whole validation split
+
+    def __post_init__(self):
+        _check(self.calib_batches >= 1, "eval.calib_batches must be >= 1 (BN statistics "
+               "must be recalibrated for every candidate)")
+        _check(self.calib_batch_size >= 2, "eval.calib_batch_size must be >= 2")
+        _check(self.val_images >= 0, "eval.val_images must be >= 0")
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Mapping | None, where: str = "") -> T:
+    """Build ``cls`` from a mapping, checking keys and types recursively."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)}; "
+                          f"valid keys: {', '.join(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, where + name)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, path: str):
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} must be a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, path + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{path} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path} must be a string, got {value!r}")
+    return value
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,412 @@
+"""Datasets, splits and batch iterators.
+
+- ``digits``: scikit-learn's bundled 8x8 digits (real data, no download).
+- ``cifar10``: the CIFAR-10 python batches (data_batch_1..5, test_batch) from
+  a folder or an s3:// prefix.
+- ``imagefolder``: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, local or
+  under an s3:// prefix (synced to a local cache).
+
+The search's validation split is carved from the training set, seeded; the
+test split (digits: held out; the others: their own test/val set) is only for
+final evaluation.
+
+Batch order is a pure function of (seed, epoch): ``Batches.epoch(e, start)``
+replays epoch ``e`` from batch ``start``, and every random augmentation is
+seeded by (seed, epoch, batch or sample). A resumed run sees exactly the
+batches the interrupted one would have, whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import storage
+from .config import DataConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
+
+
+class DataError(ValueError):
+    """Missing, empty or corrupt data; the message names the file or prefix."""
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (stable across runs and platforms)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+# ---- in-memory sets (digits, CIFAR) -----------------------------------------------
+@dataclass
+class TensorSet:
+    images: torch.Tensor  # uint8 (N, C, H, W) at the input size
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FolderSet:
+    files: list[str]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Splits:
+    train: TensorSet | FolderSet
+    val: TensorSet | FolderSet
+    test: TensorSet | FolderSet
+    num_classes: int
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool  # is a horizontal flip label-preserving?
+    name: str = ""
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, "num_classes": self.num_classes,
+                "input_size": self.input_size, "train": len(self.train), "val": len(self.val),
+                "test": len(self.test)}
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(keep), np.sort(held)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _tensor_splits(name, train_x, train_y, test_x, test_y, cfg: DataConfig, num_classes,
+                   flip) -> Splits:
+    keep, val = _stratified_split(train_y, cfg.val_fraction, cfg.seed)
+    to_set = lambda x, y: TensorSet(_resize(torch.from_numpy(x), cfg.input_size),  # noqa: E731
+                                    torch.from_numpy(y.astype(np.int64)))
+    train = to_set(train_x[keep], train_y[keep])
+    pixels = train.images.float().div(255)
+    mean = tuple(pixels.mean((0, 2, 3)).tolist())
+    std = tuple(pixels.std((0, 2, 3)).clamp_min(1e-3).tolist())
+    return Splits(train, to_set(train_x[val], train_y[val]), to_set(test_x, test_y), num_classes,
+                  cfg.input_size, mean, std, flip, name)
+
+
+def load_digits(cfg: DataConfig) -> Splits:
+    """scikit-learn's digits: 1,797 8x8 images (0-16), grey replicated to 3 channels."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = (d.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None].repeat(3, axis=1)
+    labels = d.target.astype(np.int64)
+    rest, test = _stratified_split(labels, cfg.test_fraction, cfg.seed + 1)
+    return _tensor_splits("digits", images[rest], labels[rest], images[test], labels[test], cfg,
+                          10, flip=False)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a dataset file from a
+    user or a bucket must not be able to run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # protocol-2 pickles of arrays store bytes this way
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with path.open("rb") as f:
+            d = _ArrayUnpickler(f, encoding="bytes").load()
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[b"labels"], dtype=np.int64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; a CIFAR-10 folder holds data_batch_1..5 and "
+                        "test_batch (the python version)") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({err}); expected a pickled "
+                        "dict with b'data' (N x 3072 uint8) and b'labels'") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels) or len(data) == 0:
+        raise DataError(f"{path}: b'data' has shape {data.shape} for {len(labels)} labels; "
+                        "expected N x 3072 with N labels, N > 0")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _local_source(cfg: DataConfig) -> Path:
+    cache = cfg.cache_dir or Path(tempfile.gettempdir(), "scarletnas-data")
+    try:
+        root = storage.sync_to_local(cfg.source, cache)
+    except storage.StorageError as err:
+        raise DataError(f"cannot read dataset source: {err}") from err
+    if not root.is_dir():
+        raise DataError(f"{cfg.source}: no such folder")
+    return root
+
+
+def load_cifar10(cfg: DataConfig) -> Splits:
+    root = _local_source(cfg)
+    parts = [_read_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    test_x, test_y = _read_cifar_batch(root / "test_batch")
+    if train_y.min() < 0 or max(train_y.max(), test_y.max()) > 9:
+        raise DataError(f"{root}: CIFAR-10 labels must be 0..9")
+    return _tensor_splits("cifar10", train_x, train_y, test_x, test_y, cfg, 10, flip=True)
+
+
+def _scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[int],
+                                                                         list[str]]:
+    if not root.is_dir():
+        raise DataError(f"{root}: missing; an image folder dataset has train/<class>/*.jpg "
+                        "and val/<class>/*.jpg")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = classes or found
+    if not classes:
+        raise DataError(f"{root}: no class folders inside")
+    missing = sorted(set(found) - set(classes))
+    if missing:
+        raise DataError(f"{root}: class folders {missing} are not in the training set")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        for p in sorted((root / cls).glob("*")):
+            if p.suffix in IMAGE_SUFFIXES:
+                files.append(str(p))
+                labels.append(label)
+    if not files:
+        raise DataError(f"{root}: no JPEG images in the class folders")
+    return files, labels, classes
+
+
+def load_imagefolder(cfg: DataConfig) -> Splits:
+    root = _local_source(cfg)
+    files, labels, classes = _scan_folder(root / "train")
+    test_files, test_labels, _ = _scan_folder(root / "val", classes)
+    y = np.asarray(labels)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(files))
+    n_val = max(1, int(round(cfg.val_fraction * len(files))))
+    val_idx, keep_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    pick = lambda idx: FolderSet([files[i] for i in idx], torch.from_numpy(y[idx]))  # noqa: E731
+    return Splits(pick(keep_idx), pick(val_idx),
+                  FolderSet(test_files, torch.tensor(test_labels, dtype=torch.int64)),
+                  len(classes), cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, True, "imagefolder")
+
+
+LOADERS = {"digits": load_digits, "cifar10": load_cifar10, "imagefolder": load_imagefolder}
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    return LOADERS[cfg.dataset](cfg)
+
+
+# ---- augmentation ------------------------------------------------------------------
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Batched pad-and-crop (pad = size/8, reflect) and optional horizontal flip."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect")
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    channels = torch.arange(x.shape[1])[None, :, None, None]
+    out = padded[torch.arange(b)[:, None, None, None], channels, rows, cols]
+    if flip:
+        mask = torch.rand(b, generator=gen) < 0.5
+        out[mask] = out[mask].flip(-1)
+    return out.to(x.dtype)
+
+
+def _policy(augment: str):
+    from torchvision.transforms import v2
+
+    if augment == "randaugment":
+        return v2.RandAugment()
+    if augment == "autoaugment":
+        return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+    return None
+
+
+def augment_batch(x: torch.Tensor, augment: str, seed: int, flip: bool) -> torch.Tensor:
+    """Augment a uint8 batch deterministically from ``seed``."""
+    if augment == "none":
+        return x
+    gen = torch.Generator().manual_seed(seed)
+    policy = _policy(augment)
+    if policy is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = torch.stack([policy(img) for img in x])
+    return random_crop_flip(x, gen, flip)
+
+
+# ---- batch iterators ----------------------------------------------------------------
+class Batches:
+    """Batches of one split, replayable by (epoch, start batch).
+
+    ``train=True``: shuffled per epoch, augmented, last partial batch
+    dropped, sharded over ``world`` ranks. ``train=False``: in order, no
+    augmentation, every image once.
+    """
+
+    def __init__(self, splits: Splits, which: str, batch_size: int, *, train: bool,
+                 augment: str = "none", seed: int = 0, device: str | torch.device = "cpu",
+                 rank: int = 0, world: int = 1, channels_last: bool = False,
+                 workers: int = 0, gpu_decode: bool = False, limit: int = 0):
+        self.data = getattr(splits, which)
+        self.splits, self.which = splits, which
+        self.batch_size, self.train, self.augment, self.seed = batch_size, train, augment, seed
+        self.device = torch.device(device)
+        self.rank, self.world = rank, world
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.workers, self.gpu_decode = workers, gpu_decode
+        n = len(self.data) if not limit else min(limit, len(self.data))
+        self.count = n // world if train else n
+        if train and self.count < batch_size:
+            raise DataError(f"the {which} split has {self.count} images per process, fewer "
+                            f"than one batch of {batch_size}: lower the batch size")
+        mean = torch.tensor(splits.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(splits.std, device=self.device).view(1, -1, 1, 1)
+        self._scale = (1.0 / (255.0 * std))
+        self._shift = -mean / std
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.count, self.batch_size)
+        return full if self.train else full + (rest > 0)
+
+    @property
+    def images_per_epoch(self) -> int:
+        return len(self) * self.batch_size if self.train else self.count
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.train:
+            return torch.arange(self.count)
+        gen = torch.Generator().manual_seed(seed_for(self.seed, epoch))
+        perm = torch.randperm(len(self.data), generator=gen)
+        return perm[self.rank::self.world][: self.count]
+
+    def _finish(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        non_blocking = self.device.type == "cuda"
+        x = x.to(self.device, non_blocking=non_blocking).float() * self._scale + self._shift
+        return (x.contiguous(memory_format=self.memory_format),
+                y.to(self.device, non_blocking=non_blocking))
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order(epoch)
+        if isinstance(self.data, TensorSet):
+            yield from self._tensor_epoch(order, epoch, start)
+        else:
+            yield from self._folder_epoch(order, epoch, start)
+
+    def __iter__(self):
+        return self.epoch(0)
+
+    def _tensor_epoch(self, order, epoch, start):
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.data.images[idx]
+            if self.train:
+                x = augment_batch(x, self.augment, seed_for(self.seed, epoch, b, self.rank),
+                                  self.splits.flip)
+            yield self._finish(x, self.data.labels[idx])
+
+    def _folder_epoch(self, order, epoch, start):
+        from torch.utils.data import DataLoader
+
+        index = order[start * self.batch_size:len(self) * self.batch_size].tolist()
+        items = [(i, seed_for(self.seed, epoch, i)) for i in index]
+        dataset = _FolderDataset(self.data, self.splits.input_size, self.train, self.augment,
+                                 self.splits.flip, raw=self.gpu_decode)
+        loader = DataLoader(items, batch_size=self.batch_size, num_workers=self.workers,
+                            collate_fn=dataset.collate, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        for x, y in loader:
+            if self.gpu_decode:
+                x = dataset.decode_on(x, self.device)
+            yield self._finish(x, y)
+
+
+class _FolderDataset:
+    """Reads, decodes and augments JPEGs; each sample seeded by (seed, epoch, index)."""
+
+    def __init__(self, data: FolderSet, size: int, train: bool, augment: str, flip: bool,
+                 raw: bool):
+        from torchvision.transforms import v2
+
+        self.data, self.size, self.train, self.raw = data, size, train, raw
+        if train:
+            steps = [v2.RandomResizedCrop(size, antialias=True)]
+            if flip:
+                steps.append(v2.RandomHorizontalFlip())
+            policy = _policy(augment)
+            if policy is not None:
+                steps.append(policy)
+            self.transform = v2.Compose(steps)
+        else:
+            self.transform = v2.Compose([v2.Resize(int(round(size / 0.875)), antialias=True),
+                                         v2.CenterCrop(size)])
+
+    def _read(self, i: int) -> torch.Tensor:
+        from torchvision.io import read_file
+
+        return read_file(self.data.files[i])
+
+    def _decode(self, i: int, raw: torch.Tensor, device="cpu") -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as err:
+            raise DataError(f"{self.data.files[i]}: cannot decode JPEG ({err})") from None
+
+    def collate(self, items):
+        labels = torch.stack([self.data.labels[i] for i, _ in items])
+        if self.raw:
+            return [(i, s, self._read(i)) for i, s in items], labels
+        out = []
+        for i, s in items:
+            img = self._decode(i, self._read(i))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                out.append(self.transform(img))
+        return torch.stack(out), labels
+
+    def decode_on(self, raws, device: torch.device) -> torch.Tensor:
+        """Decode a batch of JPEGs on ``device`` in one call, then crop/resize each."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            images = decode_jpeg([r for _, _, r in raws], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:  # find the culprit for the message
+            images = [self._decode(i, r, device) for i, _, r in raws]
+        out = []
+        for (_, s, _), img in zip(raws, images, strict=True):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                out.append(self.transform(img))
+        return torch.stack(out)

@@ -1,0 +1,96 @@
+"""Accuracy of a network, and of a candidate arch scored with supernet weights.
+
+A path of a supernet shares its BatchNorm layers with every other path, so
+their running statistics fit no path in particular. Before scoring a
+candidate its path's BN statistics (shared stem and head included) are reset
+and recomputed as a cumulative average over K training batches in train
+mode, without gradients; then it is scored in eval mode. Calibration and
+validation batches are loaded to the device once and reused for every
+candidate, so all candidates see the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import EvalConfig
+from .data import Batches, Splits
+from .supernet import Supernet
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable, *, amp: bool = True, path=None) -> dict:
+    """top1, top5 (fractions), mean cross-entropy and image count, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = loss_sum = 0.0
+    n = 0
+    for x, y in batches:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                            enabled=amp and x.device.type == "cuda"):
+            logits = model(x) if path is None else model(x, path)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(1).sum().item()
+        n += y.numel()
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("no images to evaluate on: the split is empty")
+    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "images": n}
+
+
+def _path_bns(supernet: Supernet, arch) -> list[nn.BatchNorm2d]:
+    return [m for mod in supernet.path_modules(arch) for m in mod.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_bn(supernet: Supernet, arch, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                   amp: bool = True) -> None:
+    """Reset the path's BN statistics and recompute them over ``batches``."""
+    bns = _path_bns(supernet, arch)
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    was_training = supernet.training
+    supernet.train()
+    try:
+        for x, _ in batches:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                                enabled=amp and x.device.type == "cuda"):
+                supernet(x, arch)
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
+        supernet.train(was_training)
+
+
+class CandidateEvaluator:
+    """Scores archs with a trained supernet: BN recalibration, then validation.
+
+    Calibration uses the first K batches of a seeded, un-augmented order of
+    the training split; validation the first ``val_images`` of the val split.
+    """
+
+    def __init__(self, supernet: Supernet, splits: Splits, cfg: EvalConfig, *,
+                 device: torch.device | None = None, seed: int = 0, amp: bool = True,
+                 channels_last: bool = False):
+        self.supernet, self.cfg, self.amp = supernet, cfg, amp
+        device = device or next(supernet.parameters()).device
+        calib = Batches(splits, "train", cfg.calib_batch_size, train=True, augment="none",
+                        seed=seed, device=device, channels_last=channels_last)
+        self.calib = [b for _, b in zip(range(cfg.calib_batches), calib.epoch(0), strict=False)]
+        val = Batches(splits, "val", max(cfg.calib_batch_size, 256), train=False, device=device,
+                      channels_last=channels_last, limit=cfg.val_images)
+        self.val = list(val)
+
+    def __call__(self, arch) -> dict:
+        recalibrate_bn(self.supernet, arch, self.calib, self.amp)
+        return accuracy(self.supernet, self.val, amp=self.amp, path=arch)

@@ -1,0 +1,63 @@
+"""How well does the supernet rank subnets? Kendall tau and Spearman rho of
+supernet-predicted vs stand-alone accuracy, over archs spread across the
+MAdds range."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from .complexity import arch_cost, population_cost
+from .config import RetrainConfig
+from .data import Batches, Splits
+from .evaluate import CandidateEvaluator, accuracy
+from .sampling import random_population
+from .space import Arch, SearchSpace
+
+
+def rank_correlation(predicted: Sequence[float], actual: Sequence[float]) -> dict:
+    """Kendall tau-b and Spearman rho with their two-sided p-values."""
+    if len(predicted) != len(actual) or len(predicted) < 3:
+        raise ValueError("need at least 3 (predicted, actual) pairs of equal length")
+    tau = stats.kendalltau(predicted, actual)
+    rho = stats.spearmanr(predicted, actual)
+    return {"kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
+            "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue),
+            "n": len(predicted)}
+
+
+def spread_archs(space: SearchSpace, n: int, rng: np.random.Generator,
+                 pool: int = 5000) -> list[Arch]:
+    """n distinct archs at evenly spaced MAdds quantiles of a uniform pool."""
+    candidates = np.unique(random_population(space, pool, rng), axis=0)
+    madds, _ = population_cost(space, candidates)
+    order = np.argsort(madds, kind="stable")
+    picks = np.unique(np.linspace(0, len(order) - 1, n).round().astype(int))
+    return [tuple(int(g) for g in candidates[order[i]]) for i in picks]
+
+
+def ranking_check(space: SearchSpace, evaluator: CandidateEvaluator, splits: Splits,
+                  archs: Sequence[Arch], retrain: RetrainConfig,
+                  progress: Callable[[int, dict], None] | None = None) -> dict:
+    """Score each arch with the supernet and train it stand-alone; correlate."""
+    from .train import train_subnet
+
+    rows = []
+    for i, arch in enumerate(archs):
+        predicted = evaluator(arch)
+        model, _ = train_subnet(space, arch, splits, retrain)
+        device = next(model.parameters()).device
+        test = Batches(splits, "val", 256, train=False, device=device,
+                       channels_last=retrain.channels_last)
+        actual = accuracy(model, test, amp=retrain.amp)
+        cost = arch_cost(space, arch)
+        row = {"arch": space.format(arch), "madds": cost.madds, "params": cost.params,
+               "supernet_top1": predicted["top1"], "standalone_top1": actual["top1"]}
+        rows.append(row)
+        if progress:
+            progress(i, row)
+    corr = rank_correlation([r["supernet_top1"] for r in rows],
+                            [r["standalone_top1"] for r in rows])
+    return {"archs": rows, **corr}

@@ -1,0 +1,361 @@
+"""Training loops: the supernet (one or m paths per step) and standalone subnets.
+
+Both share ``fit``: SGD/RMSProp with per-step linear warm-up and cosine decay,
+label smoothing, no weight decay on BN parameters and biases, bf16 autocast
+and channels_last on CUDA, a progress bar and a metrics callback, and
+checkpoints that make a run preemptible: every ``checkpoint_every`` steps and
+at each epoch end the whole state (weights, optimizer, EMA, step, running
+metrics, history, RNG) is written atomically, and a restarted run continues
+from it with bit-identical results. Data order and path sampling are pure
+functions of (seed, epoch/step), so they need no saved state.
+
+Multi-GPU: run under ``torchrun``; every rank trains the same path on its own
+shard of each batch and the path's gradients are all-reduced as one flat
+bucket. That is what DDP would do, minus its per-step search for the
+parameters the path did not use.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import storage
+from .config import OptimConfig, RetrainConfig, RunConfig, SupernetConfig, to_dict
+from .data import Batches, Splits
+from .sampling import make_sampler
+from .space import SearchSpace
+from .subnet import Subnet, build_subnet
+from .supernet import Supernet
+
+MetricsCallback = Callable[[dict, int], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for but no CUDA GPU is visible; "
+                               "use device=cpu or auto")
+        if device.index is None and dist.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the current process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv/linear weights only; BN parameters and biases are 1-D."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":  # the EfficientNet/MnasNet recipe's settings
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.9, eps=1e-3, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up from base/warmup to base, then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1.0 + math.cos(math.pi * progress))
+
+
+class Checkpoint:
+    """The resume state of one run at one URI (local path or s3://)."""
+
+    def __init__(self, uri: str | None):
+        self.uri = uri
+
+    def load(self) -> dict | None:
+        if not self.uri or not storage.exists(self.uri):
+            return None
+        return torch.load(io.BytesIO(storage.read_bytes(self.uri)), map_location="cpu",
+                          weights_only=True)
+
+    def save(self, state: dict) -> None:
+        if self.uri:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            storage.write_bytes(self.uri, buf.getvalue())
+
+
+def save_weights(uri: str, model: nn.Module, meta: dict) -> None:
+    """Write a model's weights with metadata (arch, space, metrics) atomically."""
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def load_weights(uri: str) -> dict:
+    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu",
+                      weights_only=True)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    history: list[dict] = field(default_factory=list)  # one entry per finished epoch
+    resumed_from: int = 0
+    stopped_early: bool = False
+
+
+class _Running:
+    """Loss/accuracy/throughput since the last report."""
+
+    def __init__(self, device):
+        self.stats = torch.zeros(3, device=device, dtype=torch.float64)  # loss*n, correct, n
+        self.t0 = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.numel()
+        self.stats += torch.stack([loss.detach().double() * n,
+                                   (logits.argmax(1) == y).sum().double(),
+                                   torch.tensor(float(n), device=y.device, dtype=torch.float64)])
+
+    def report(self) -> dict:
+        stats = self.stats.clone()
+        if world()[1] > 1:
+            dist.all_reduce(stats)
+        loss, correct, n = stats.tolist()
+        elapsed = time.perf_counter() - self.t0
+        self.stats.zero_()
+        self.t0 = time.perf_counter()
+        return {"loss": loss / max(n, 1), "acc": correct / max(n, 1),
+                "img_per_s": n / max(elapsed, 1e-9)}
+
+
+def _allreduce_grads(model: nn.Module, world_size: int) -> None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world_size
+    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        g.copy_(synced)
+
+
+def fit(model: nn.Module, batches: Batches, run: RunConfig, *,
+        paths_for_step: Callable[[int], Sequence] | None = None,
+        checkpoint_uri: str | None = None, callback: MetricsCallback | None = None,
+        on_epoch_end: Callable[[int, list[dict]], dict] | None = None,
+        ema: nn.Module | None = None,
+        fingerprint: dict | None = None, desc: str = "train") -> FitResult:
+    """Train ``model`` on ``batches`` following ``run``; resume from the checkpoint.
+
+    ``paths_for_step(step)`` gives the supernet paths of a step (their
+    gradients are summed); without it the model is called as ``model(x)``.
+    ``on_epoch_end(epoch, history)`` returns metrics stored in the history
+    (e.g. validation accuracy); ``fingerprint`` must match a checkpoint's.
+    """
+    device = batches.device
+    rank, world_size = world()
+    per_epoch = len(batches)
+    total = max(1, math.ceil(run.optim.epochs * per_epoch))
+    warmup = int(round(run.optim.warmup_epochs * per_epoch))
+    stop_at = min(total, run.max_steps) if run.max_steps else total
+    opt = make_optimizer(model, run.optim)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=run.optim.label_smoothing)
+    autocast = run.amp and device.type == "cuda"
+    paths_for_step = paths_for_step or (lambda step: [None])
+    ckpt = Checkpoint(checkpoint_uri)
+    running = _Running(device)
+    result = FitResult(steps=0)
+
+    state = ckpt.load()
+    if state is not None:
+        if fingerprint is not None and state.get("fingerprint") != fingerprint:
+            raise ValueError(f"checkpoint {checkpoint_uri} belongs to a different run (its "
+                             "config, space or arch differ); use a new checkpoint location or "
+                             "delete it to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        running.stats.copy_(state["running"].to(device))
+        result.history = list(state["history"])
+        result.resumed_from = int(state["step"])
+
+    def save(step: int) -> None:
+        if rank != 0:
+            return
+        ckpt.save({
+            "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "running": running.stats.cpu(), "history": result.history,
+            "fingerprint": fingerprint,
+        })
+
+    step = result.resumed_from
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=desc, disable=rank != 0, dynamic_ncols=True,
+               mininterval=2.0)
+    try:
+        while step < stop_at:
+            epoch, first = divmod(step, per_epoch)
+            for x, y in batches.epoch(epoch, start=first):
+                lr = lr_at(step, total, warmup, run.optim.lr)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                for path in paths_for_step(step):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                        logits = model(x) if path is None else model(x, path)
+                        loss = loss_fn(logits, y)
+                    loss.backward()
+                    running.add(loss, logits, y)
+                if world_size > 1:
+                    _allreduce_grads(model, world_size)
+                opt.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                step += 1
+                bar.update(1)
+                epoch_done = step % per_epoch == 0 or step == total
+                if step % run.log_every == 0 or epoch_done:
+                    metrics = {**running.report(), "lr": lr, "epoch": step / per_epoch}
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}",
+                                    refresh=False)
+                    if callback and rank == 0:
+                        callback({f"{desc}/{k}": v for k, v in metrics.items()}, step)
+                if epoch_done:
+                    entry = {"epoch": epoch + 1, "step": step}
+                    if on_epoch_end is not None:
+                        entry.update(on_epoch_end(epoch, result.history))
+                        model.train()
+                    result.history.append(entry)
+                    if callback and rank == 0 and len(entry) > 2:
+                        callback({f"{desc}/epoch_{k}": v for k, v in entry.items()
+                                  if k not in ("epoch", "step")}, step)
+                if epoch_done or step % run.checkpoint_every == 0 or step == stop_at:
+                    save(step)
+                if step >= stop_at:
+                    break
+    finally:
+        bar.close()
+    result.steps = step
+    result.stopped_early = step < total
+    return result
+
+
+def _fingerprint(kind: str, space: SearchSpace, cfg: RunConfig, arch: str = "") -> dict:
+    """What a checkpoint must agree on to be resumed: all but where to stop
+    and how often to log."""
+    config = to_dict(cfg)
+    for key in ("max_steps", "log_every", "checkpoint_every", "device"):
+        config.pop(key)
+    return {"kind": kind, "arch": arch, "space": space.to_dict(), "config": config}
+
+
+def _check_space(space: SearchSpace, splits: Splits) -> None:
+    if space.num_classes != splits.num_classes or space.input_size != splits.input_size:
+        raise ValueError(
+            f"the search space expects {space.num_classes} classes at {space.input_size}px but "
+            f"the data has {splits.num_classes} classes at {splits.input_size}px: build the "
+            "space with space.with_(num_classes=..., input_size=...)")
+
+
+def _prepare(model: nn.Module, device: torch.device, run: RunConfig) -> nn.Module:
+    fmt = torch.channels_last if run.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=fmt)
+
+
+def train_supernet(space: SearchSpace, splits: Splits, cfg: SupernetConfig, *,
+                   checkpoint_uri: str | None = None, callback: MetricsCallback | None = None,
+                   on_epoch_end: Callable[[Supernet, int], dict] | None = None
+                   ) -> tuple[Supernet, FitResult]:
+    """Train a weight-sharing supernet with uniform or strict-fair path sampling."""
+    _check_space(space, splits)
+    device = resolve_device(cfg.device)
+    rank, world_size = world()
+    torch.manual_seed(cfg.seed)
+    supernet = _prepare(Supernet(space, cfg.stabilizer, cfg.stabilizer_init), device, cfg)
+    batches = Batches(splits, "train", cfg.optim.batch_size, train=True, augment=cfg.augment,
+                      seed=cfg.seed, device=device, rank=rank, world=world_size,
+                      channels_last=cfg.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if cfg.warm_up_ops:
+            supernet.warm_up(cfg.optim.batch_size, device,
+                             torch.channels_last if cfg.channels_last else torch.contiguous_format,
+                             torch.bfloat16 if cfg.amp else None)
+    sampler = make_sampler(cfg.sampling, space, cfg.seed)
+    result = fit(supernet, batches, cfg, paths_for_step=sampler.paths,
+                 checkpoint_uri=checkpoint_uri, callback=callback,
+                 on_epoch_end=(lambda e, _: on_epoch_end(supernet, e)) if on_epoch_end else None,
+                 fingerprint=_fingerprint("supernet", space, cfg),
+                 desc="supernet")
+    return supernet, result
+
+
+def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *,
+                 out_dir: str | None = None, callback: MetricsCallback | None = None
+                 ) -> tuple[Subnet, FitResult]:
+    """Retrain one architecture from scratch; keep the best (by validation
+    top-1) and final weights under ``out_dir`` as best.pt and final.pt."""
+    from .evaluate import accuracy
+
+    _check_space(space, splits)
+    device = resolve_device(cfg.device)
+    rank, world_size = world()
+    torch.manual_seed(cfg.seed)
+    model = _prepare(build_subnet(arch, space=space, dropout=cfg.dropout), device, cfg)
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                            use_buffers=True)
+    batches = Batches(splits, "train", cfg.optim.batch_size, train=True, augment=cfg.augment,
+                      seed=cfg.seed, device=device, rank=rank, world=world_size,
+                      channels_last=cfg.channels_last)
+    val = Batches(splits, "val", cfg.optim.batch_size * 4, train=False, device=device,
+                  channels_last=cfg.channels_last)
+    meta = {"arch": space.format(model.arch), "space": space.to_dict()}
+    best_uri = storage.join(out_dir, "best.pt") if out_dir else None
+
+    def on_epoch_end(epoch: int, history: list[dict]) -> dict:
+        if (epoch + 1) % cfg.eval_every_epochs and (epoch + 1) < math.ceil(cfg.optim.epochs):
+            return {}
+        scored = ema.module if ema is not None else model
+        metrics = {f"val_{k}": v for k, v in accuracy(scored, val, amp=cfg.amp).items()}
+        best = max((h.get("val_top1", -1.0) for h in history), default=-1.0)
+        if best_uri and rank == 0 and metrics["val_top1"] > best:
+            save_weights(best_uri, scored, {**meta, **metrics, "epoch": epoch + 1})
+        return metrics
+
+    result = fit(model, batches, cfg, checkpoint_uri=storage.join(out_dir, "checkpoint.pt")
+                 if out_dir else None, callback=callback, on_epoch_end=on_epoch_end, ema=ema,
+                 fingerprint=_fingerprint("subnet", space, cfg, meta["arch"]), desc="retrain")
+    final = ema.module if ema is not None else model
+    if out_dir and rank == 0 and not result.stopped_early:
+        save_weights(storage.join(out_dir, "final.pt"), final, {**meta, "steps": result.steps})
+    return final, result

@@ -1,0 +1,180 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+
+from scarletnas.config import DataConfig
+from scarletnas.data import Batches, DataError, augment_batch, load_splits
+
+
+def test_digits_splits(digits):
+    assert digits.num_classes == 10 and digits.input_size == 16
+    assert len(digits.train) + len(digits.val) + len(digits.test) == 1797
+    assert digits.train.images.shape[1:] == (3, 16, 16)
+    assert digits.train.images.dtype == torch.uint8
+    for split in (digits.train, digits.val, digits.test):  # stratified: every class present
+        assert set(split.labels.tolist()) == set(range(10))
+    again = load_splits(DataConfig(input_size=16))
+    assert torch.equal(again.val.images, digits.val.images)
+    other = load_splits(DataConfig(input_size=16, seed=1))
+    assert not torch.equal(other.val.images, digits.val.images)
+    same = load_splits(DataConfig(input_size=16, seed=1))
+    assert torch.equal(other.test.images, same.test.images)
+
+
+def _flat(split):
+    return {bytes(img.numpy().tobytes()) for img in split.images}
+
+
+def test_digits_splits_are_disjoint(digits):
+    train, val, test = _flat(digits.train), _flat(digits.val), _flat(digits.test)
+    # digits has a few exact duplicate images; almost all must be unique to one split
+    assert len(train & val) + len(train & test) + len(val & test) < 10
+
+
+def test_batches_replay_from_any_batch(digits):
+    b = Batches(digits, "train", 32, train=True, augment="basic", seed=3)
+    full = list(b.epoch(2))
+    assert len(full) == len(b) == len(digits.train) // 32
+    tail = list(b.epoch(2, start=5))
+    assert len(tail) == len(full) - 5
+    for (x1, y1), (x2, y2) in zip(full[5:], tail, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    other = next(iter(b.epoch(3)))
+    assert not torch.equal(other[1], full[0][1])
+
+
+def test_train_batches_are_normalised_and_sharded(digits):
+    b = Batches(digits, "train", 64, train=True, augment="none", seed=0)
+    x = torch.cat([x for x, _ in b.epoch(0)])
+    assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+    r0 = Batches(digits, "train", 32, train=True, seed=0, rank=0, world=2).order(0)
+    r1 = Batches(digits, "train", 32, train=True, seed=0, rank=1, world=2).order(0)
+    assert len(r0) == len(r1) and not set(r0.tolist()) & set(r1.tolist())
+
+
+def test_eval_batches_cover_every_image_once(digits):
+    b = Batches(digits, "val", 100, train=False)
+    ys = torch.cat([y for _, y in b])
+    assert torch.equal(ys, digits.val.labels)
+    limited = Batches(digits, "val", 100, train=False, limit=150)
+    assert sum(y.numel() for _, y in limited) == 150
+
+
+def test_batch_larger_than_split_is_rejected(digits):
+    with pytest.raises(DataError, match="fewer than one batch of 4096"):
+        Batches(digits, "train", 4096, train=True)
+
+
+@pytest.mark.parametrize("augment", ["basic", "randaugment", "autoaugment"])
+def test_augmentation_is_seeded(digits, augment):
+    x = digits.train.images[:8]
+    a = augment_batch(x, augment, 5, flip=True)
+    assert a.dtype == torch.uint8 and a.shape == x.shape
+    assert torch.equal(a, augment_batch(x, augment, 5, flip=True))
+    assert not torch.equal(a, augment_batch(x, augment, 6, flip=True))
+
+
+# ---- CIFAR-10 python format ------------------------------------------------------------
+def write_cifar(root, n_train=50, n_test=20, seed=0):
+    """A CIFAR-10 folder in the real on-disk format (pickled dicts, bytes keys)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = n_test if name == "test_batch" else n_train
+        labels = [int(v) for v in np.arange(n) % 10]
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        with open(root / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [f"{i}.png".encode() for i in range(n)]}, f, protocol=2)
+    return root
+
+
+def test_cifar10_from_a_folder(tmp_path):
+    root = write_cifar(tmp_path / "cifar")
+    splits = load_splits(DataConfig(dataset="cifar10", source=str(root), input_size=32))
+    assert len(splits.train) + len(splits.val) == 250 and len(splits.test) == 20
+    assert splits.flip and splits.train.images.shape[1:] == (3, 32, 32)
+    raw = pickle.load(open(root / "test_batch", "rb"), encoding="bytes")
+    assert torch.equal(splits.test.images[0], torch.from_numpy(raw[b"data"][0].reshape(3, 32, 32)))
+
+
+def test_cifar10_missing_and_corrupt_files(tmp_path):
+    root = write_cifar(tmp_path / "cifar")
+    (root / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="data_batch_3: missing; a CIFAR-10 folder holds"):
+        load_splits(DataConfig(dataset="cifar10", source=str(root)))
+    (root / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 python batch"):
+        load_splits(DataConfig(dataset="cifar10", source=str(root)))
+    with pytest.raises(DataError, match="no such folder"):
+        load_splits(DataConfig(dataset="cifar10", source=str(tmp_path / "nope")))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar10_refuses_code_in_pickles(tmp_path, capsys):
+    root = write_cifar(tmp_path / "cifar")
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": _Evil(), b"labels": [0]}, f)
+    with pytest.raises(DataError, match="refusing to load builtins.print"):
+        load_splits(DataConfig(dataset="cifar10", source=str(root)))
+    assert "pwned" not in capsys.readouterr().out
+
+
+# ---- image folders --------------------------------------------------------------------
+def write_imagefolder(root, per_class=6, classes=("cat", "dog", "emu")):
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", per_class), ("val", 2)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8, generator=gen)
+                (root / split / c / f"{i}.jpg").write_bytes(encode_jpeg(img).numpy().tobytes())
+    return root
+
+
+@pytest.mark.parametrize("gpu_decode", [False, True])
+def test_imagefolder_batches(tmp_path, gpu_decode):
+    root = write_imagefolder(tmp_path / "imgs")
+    splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24,
+                                    val_fraction=0.25))
+    assert splits.num_classes == 3 and len(splits.train) + len(splits.val) == 18
+    assert len(splits.test) == 6
+    b = Batches(splits, "train", 4, train=True, augment="basic", seed=1, gpu_decode=gpu_decode)
+    first = list(b.epoch(0))
+    assert len(first) == len(splits.train) // 4
+    assert first[0][0].shape == (4, 3, 24, 24) and first[0][0].dtype == torch.float32
+    again = list(b.epoch(0, start=1))
+    assert all(torch.equal(a[0], c[0]) for a, c in zip(first[1:], again, strict=True))
+    test = list(Batches(splits, "test", 4, train=False, gpu_decode=gpu_decode))
+    assert sum(len(y) for _, y in test) == 6
+
+
+def test_imagefolder_with_workers_matches_in_process(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs")
+    splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24))
+    one = list(Batches(splits, "train", 4, train=True, seed=1).epoch(1))
+    two = list(Batches(splits, "train", 4, train=True, seed=1, workers=2).epoch(1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(one, two, strict=True))
+
+
+def test_imagefolder_errors(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs")
+    bad = root / "train" / "dog" / "3.jpg"
+    bad.write_bytes(b"\xff\xd8garbage")
+    splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24))
+    with pytest.raises(DataError, match="3.jpg: cannot decode JPEG"):
+        for split in ("train", "val"):
+            list(Batches(splits, split, 2, train=False))
+    (root / "val" / "zebra").mkdir()
+    with pytest.raises(DataError, match="class folders \\['zebra'\\] are not in the training"):
+        load_splits(DataConfig(dataset="imagefolder", source=str(root)))
+    with pytest.raises(DataError, match="train: missing; an image folder dataset has"):
+        load_splits(DataConfig(dataset="imagefolder", source=str(tmp_path)))

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from scarletnas import Supernet, build_subnet
+from scarletnas.complexity import arch_cost
+from scarletnas.config import EvalConfig
+from scarletnas.data import Batches
+from scarletnas.evaluate import CandidateEvaluator, accuracy, recalibrate_bn
+from scarletnas.ranking import rank_correlation, spread_archs
+
+
+class FixedLogits(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits[: len(x)]
+
+
+def test_accuracy_counts_top1_top5_and_loss():
+    logits = torch.tensor([[9.0, 1, 0, 0, 0, 0, 0],   # right at top-1
+                           [0.0, 9, 8, 7, 6, 5, 1],   # label 6: outside top-5
+                           [0.0, 9, 8, 7, 6, 5, 1],   # label 4: inside top-5
+                           [1.0, 0, 0, 0, 0, 0, 0]])  # label 0: top-1
+    y = torch.tensor([0, 6, 4, 0])
+    out = accuracy(FixedLogits(logits), [(torch.zeros(4, 1), y)])
+    assert out["top1"] == 0.5 and out["top5"] == 0.75 and out["images"] == 4
+    assert out["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item())
+
+
+def test_recalibration_sets_bn_to_the_calibration_mean(tiny_space, digits):
+    supernet = Supernet(tiny_space)
+    calib = list(Batches(digits, "train", 50, train=True, augment="none", seed=0).epoch(0))[:3]
+    arch = tiny_space.parse("e3k3-e6k3se-skip-e3k5")
+    recalibrate_bn(supernet, arch, calib)
+    with torch.no_grad():
+        feats = torch.cat([supernet.stem[0](x) for x, _ in calib])
+    bn = supernet.stem[1]
+    assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 3
+    off_path = supernet.layers[0]["e6k7se"].expand[1]
+    assert int(off_path.num_batches_tracked) == 0  # other choices untouched
+
+
+def test_candidate_score_equals_the_inheriting_subnet(tiny_space, digits):
+    supernet = Supernet(tiny_space)
+    evaluator = CandidateEvaluator(supernet, digits, EvalConfig(calib_batches=3,
+                                                                calib_batch_size=64))
+    arch = tiny_space.parse("e6k5-e3k3se-skip-e6k7se")
+    first = evaluator(arch)
+    other = evaluator(tiny_space.parse("e3k3-e3k3-e3k3-e3k3"))
+    assert evaluator(arch) == first  # recalibration makes scoring order-independent
+    assert other != first
+    assert first["images"] == len(digits.val)
+    evaluator(arch)
+    subnet = build_subnet(arch, supernet=supernet, stabilizer=True)
+    assert accuracy(subnet, evaluator.val) == first
+
+
+def test_val_images_limit(tiny_space, digits):
+    evaluator = CandidateEvaluator(Supernet(tiny_space), digits,
+                                   EvalConfig(calib_batches=1, calib_batch_size=32,
+                                              val_images=100))
+    assert evaluator(tiny_space.parse("e3k3-e3k3-e3k3-e3k3"))["images"] == 100
+
+
+def test_rank_correlation():
+    perfect = rank_correlation([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert perfect["kendall_tau"] == pytest.approx(1)
+    assert perfect["spearman_rho"] == pytest.approx(1)
+    reverse = rank_correlation([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
+    assert reverse["kendall_tau"] == pytest.approx(-1)
+    one_swap = rank_correlation([1, 2, 3, 4], [1, 2, 4, 3])
+    assert one_swap["kendall_tau"] == pytest.approx(4 / 6) and one_swap["n"] == 4
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_correlation([1, 2], [1, 2])
+
+
+def test_spread_archs_cover_the_madds_range(imagenet_space):
+    archs = spread_archs(imagenet_space, 12, np.random.default_rng(0))
+    madds = [arch_cost(imagenet_space, a).madds for a in archs]
+    assert len(set(archs)) == 12 and madds == sorted(madds)
+    assert madds[-1] - madds[0] > 150e6
+
+
+def test_ranking_check_end_to_end(tiny_space, digits):
+    from scarletnas.config import OptimConfig, RetrainConfig
+    from scarletnas.ranking import ranking_check
+
+    supernet = Supernet(tiny_space)
+    evaluator = CandidateEvaluator(supernet, digits, EvalConfig(calib_batches=2,
+                                                                calib_batch_size=64))
+    archs = spread_archs(tiny_space, 3, np.random.default_rng(0))
+    seen = []
+    report = ranking_check(tiny_space, evaluator, digits, archs,
+                           RetrainConfig(optim=OptimConfig(epochs=1, warmup_epochs=0.2),
+                                         log_every=100),
+                           progress=lambda i, row: seen.append(i))
+    assert seen == [0, 1, 2] and report["n"] == 3
+    assert [r["arch"] for r in report["archs"]] == [tiny_space.format(a) for a in archs]
+    assert all(0 <= r["standalone_top1"] <= 1 for r in report["archs"])
+    assert -1 <= report["kendall_tau"] <= 1
