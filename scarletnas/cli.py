@@ -92,6 +92,75 @@ def cmd_arch_sample(args) -> int:
     return 0
 
 
+def _data_args(p: argparse.ArgumentParser, input_size: bool = True) -> None:
+    p.add_argument("--data", default="digits", help="digits, cifar10 or imagefolder")
+    p.add_argument("--source", default="", help="dataset folder or s3:// prefix")
+    if input_size:
+        p.add_argument("--input-size", type=int, help="image side (default: the space's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _load_data(args, input_size: int):
+    from .config import DataConfig
+    from .data import load_splits
+
+    return load_splits(DataConfig(dataset=args.data, source=args.source, input_size=input_size,
+                                  seed=args.seed))
+
+
+def cmd_train_supernet(args) -> int:
+    from .config import OptimConfig, SupernetConfig
+    from .train import save_supernet, train_supernet
+
+    space = _space(args)
+    if args.width:
+        space = space.with_(width_mult=args.width)
+    splits = _load_data(args, args.input_size or space.input_size)
+    space = space.with_(num_classes=splits.num_classes, input_size=splits.input_size)
+    cfg = SupernetConfig(optim=OptimConfig(epochs=args.epochs, lr=args.lr,
+                                           batch_size=args.batch_size,
+                                           warmup_epochs=min(1.0, args.epochs / 10)),
+                         sampling=args.sampling, stabilizer=not args.no_stabilizer,
+                         stabilizer_init=args.stabilizer_init, seed=args.seed,
+                         device=args.device)
+    supernet, result = train_supernet(space, splits, cfg, checkpoint_uri=args.checkpoint)
+    save_supernet(args.out, supernet.cpu(), {"steps": result.steps})
+    print(json.dumps({"supernet": args.out, "steps": result.steps,
+                      "space_fingerprint": space.fingerprint}))
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .config import EvalConfig, SearchConfig
+    from .evaluate import make_scorer
+    from .report import write_search_outputs
+    from .search import run_search
+    from .train import load_supernet, resolve_device
+
+    supernet = load_supernet(args.supernet)
+    space = supernet.space
+    splits = _load_data(args, args.input_size or space.input_size)
+    if (splits.num_classes, splits.input_size) != (space.num_classes, space.input_size):
+        raise ValueError(f"the supernet was trained for {space.num_classes} classes at "
+                         f"{space.input_size}px but the data has {splits.num_classes} classes "
+                         f"at {splits.input_size}px")
+    cfg = SearchConfig(generations=args.generations, population=args.population,
+                       objectives=args.objectives, max_madds=args.budget_madds or 0,
+                       max_params=args.budget_params or 0, top_k=args.top_k, seed=args.seed)
+    device = resolve_device(args.device)
+    scorer = make_scorer(supernet, splits, EvalConfig(calib_batches=args.calib_batches,
+                                                      val_images=args.val_images),
+                         devices=None if device.type == "cuda" else [device], seed=args.seed)
+    result = run_search(space, scorer, cfg, state_uri=args.state)
+    outputs = write_search_outputs(result, args.out)
+    print(json.dumps({"front": len(result.front), "evaluated": len(result.evaluated),
+                      "hypervolume": result.hypervolume[-1],
+                      "selected": [r["arch"] for r in result.selected], "outputs": outputs},
+                     indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scarlet-nas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +181,37 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--json", action="store_true", help="print a JSON list with costs")
     _space_args(sample)
     sample.set_defaults(func=cmd_arch_sample)
+
+    train = sub.add_parser("train-supernet", help="train a weight-sharing supernet")
+    _space_args(train)
+    _data_args(train, input_size=False)
+    train.set_defaults(space="small")
+    train.add_argument("--width", type=float, help="width multiplier of the space")
+    train.add_argument("--epochs", type=float, default=30)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--sampling", default="uniform", help="uniform or fair")
+    train.add_argument("--no-stabilizer", action="store_true", help="plain identity skips")
+    train.add_argument("--stabilizer-init", default="kaiming", help="kaiming or identity")
+    train.add_argument("--checkpoint", help="resume state URI (local or s3://)")
+    train.add_argument("--out", required=True, help="where to write supernet.pt")
+    train.set_defaults(func=cmd_train_supernet)
+
+    search = sub.add_parser("search", help="NSGA-II search with a trained supernet")
+    search.add_argument("--supernet", required=True, help="supernet.pt (local or s3://)")
+    _data_args(search)
+    search.add_argument("--budget-madds", type=float, help="multiply-add budget, e.g. 3e8")
+    search.add_argument("--budget-params", type=float, help="parameter budget, e.g. 6e6")
+    search.add_argument("--generations", type=int, default=20)
+    search.add_argument("--population", type=int, default=32)
+    search.add_argument("--objectives", default="top1,madds",
+                        help="top1 plus any of madds, params (comma-separated)")
+    search.add_argument("--top-k", type=int, default=3)
+    search.add_argument("--calib-batches", type=int, default=8)
+    search.add_argument("--val-images", type=int, default=0, help="0: the whole split")
+    search.add_argument("--state", help="resume state URI, saved every generation")
+    search.add_argument("--out", default="search-out", help="output folder or s3:// prefix")
+    search.set_defaults(func=cmd_search)
     return parser
 
 
@@ -119,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ArchError, ValueError) as e:
+    except (ArchError, ValueError, RuntimeError) as e:
         print(f"scarlet-nas: error: {e}", file=sys.stderr)
         return 2
 

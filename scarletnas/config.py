@@ -144,6 +144,48 @@ class EvalConfig:
         _check(self.val_images >= 0, "eval.val_images must be >= 0")
 
 
+OBJECTIVES = ("top1", "madds", "params", "latency")
+
+
+@dataclass
+class SearchConfig:
+    """NSGA-II over the supernet. Budgets of 0 mean no budget."""
+
+    generations: int = 20
+    population: int = 32
+    objectives: str = "top1,madds"  # comma-separated, from OBJECTIVES; top1 always first
+    max_madds: float = 0
+    max_params: float = 0
+    max_latency_ms: float = 0
+    crossover_prob: float = 0.9
+    mutation_prob: float = 0.0  # per gene; 0: 1 / number of layers
+    top_k: int = 3  # archs picked from the front for retraining
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.generations >= 1, "search.generations must be >= 1")
+        _check(self.population >= 4, "search.population must be >= 4")
+        names = self.objective_names
+        unknown = [n for n in names if n not in OBJECTIVES]
+        _check(not unknown, f"search.objectives: unknown {unknown}; choose from {list(OBJECTIVES)}")
+        _check(names[:1] == ["top1"] and len(set(names)) == len(names) and len(names) >= 2,
+               "search.objectives must start with top1 and add at least one of madds, params, "
+               "latency, each once (e.g. 'top1,madds')")
+        for name in ("max_madds", "max_params", "max_latency_ms"):
+            _check(getattr(self, name) >= 0, f"search.{name} must be >= 0 (0: no budget)")
+        _check(0 <= self.crossover_prob <= 1, "search.crossover_prob must be in [0, 1]")
+        _check(0 <= self.mutation_prob <= 1, "search.mutation_prob must be in [0, 1]")
+        _check(1 <= self.top_k <= self.population, "search.top_k must be in 1..population")
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [n.strip() for n in self.objectives.split(",") if n.strip()]
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency" in self.objective_names or self.max_latency_ms > 0
+
+
 T = typing.TypeVar("T")
 
 

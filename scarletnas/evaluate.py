@@ -11,7 +11,9 @@ candidate, so all candidates see the same images.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -94,3 +96,36 @@ class CandidateEvaluator:
     def __call__(self, arch) -> dict:
         recalibrate_bn(self.supernet, arch, self.calib, self.amp)
         return accuracy(self.supernet, self.val, amp=self.amp, path=arch)
+
+
+def make_scorer(supernet: Supernet, splits: Splits, cfg: EvalConfig, *,
+                devices: Sequence[torch.device] | None = None, seed: int = 0,
+                amp: bool = True) -> Callable[[list], list[dict]]:
+    """A batch scorer for the search: archs -> metrics, in order.
+
+    With several devices (default: every visible GPU) each gets its own copy
+    of the supernet and calibration/validation data, and a generation's archs
+    are split round-robin across them, one thread per device.
+    """
+    if devices is None:
+        n = torch.cuda.device_count()
+        devices = [torch.device("cuda", i) for i in range(n)] or [torch.device("cpu")]
+    channels_last = devices[0].type == "cuda"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    evaluators = [
+        CandidateEvaluator((supernet if i == 0 else copy.deepcopy(supernet)).to(
+            d, memory_format=fmt), splits, cfg, device=d, seed=seed, amp=amp,
+            channels_last=channels_last)
+        for i, d in enumerate(devices)]
+    if len(evaluators) == 1:
+        return lambda archs: [evaluators[0](a) for a in archs]
+    pool = ThreadPoolExecutor(len(evaluators))
+
+    def score(archs: list) -> list[dict]:
+        shards = [archs[i::len(evaluators)] for i in range(len(evaluators))]
+        results = list(pool.map(lambda ev, shard: [ev(a) for a in shard], evaluators, shards))
+        out = [None] * len(archs)
+        for i, shard_result in enumerate(results):
+            out[i::len(evaluators)] = shard_result
+        return out
+    return score

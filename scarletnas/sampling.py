@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .complexity import bounds, cost_table, fixed_cost, population_cost
+from .complexity import bounds, cost_table, fixed_cost
 from .space import Arch, SearchSpace
 
 
@@ -77,10 +77,26 @@ def check_budget(space: SearchSpace, max_madds: float | None = None,
                          f"space ({lo.params:,} params): raise it to at least that")
 
 
+def _limits(space: SearchSpace, max_madds, max_params, latency, max_latency_ms):
+    """(per-layer cost table, fixed cost, budget) for every active budget."""
+    madds, params = cost_table(space)
+    fixed = fixed_cost(space)
+    out = []
+    if max_madds is not None:
+        out.append((madds.astype(float), float(fixed.madds), float(max_madds)))
+    if max_params is not None:
+        out.append((params.astype(float), float(fixed.params), float(max_params)))
+    if max_latency_ms is not None and latency is not None:
+        table = np.array([[-1.0 if v is None else v for v in row] for row in latency.table_ms])
+        out.append((table, float(latency.fixed_ms), float(max_latency_ms)))
+    return [(np.where(t < 0, np.inf, t), f, b) for t, f, b in out]
+
+
 def sample_archs(space: SearchSpace, n: int, rng: np.random.Generator,
                  max_madds: float | None = None, max_params: float | None = None,
-                 max_rounds: int = 20, batch: int = 4096) -> list[Arch]:
-    """n random archs within the budgets.
+                 max_rounds: int = 20, batch: int = 4096, latency=None,
+                 max_latency_ms: float | None = None) -> list[Arch]:
+    """n random archs within the budgets (MAdds, params, predicted latency).
 
     Uniform over the feasible set by vectorized rejection; if the budget is
     so tight that rejection keeps failing, the rest are built layer by layer
@@ -88,37 +104,36 @@ def sample_archs(space: SearchSpace, n: int, rng: np.random.Generator,
     remaining layers still fits. Never loops on an impossible budget.
     """
     check_budget(space, max_madds, max_params)
-    inf = float("inf")
-    max_madds = inf if max_madds is None else max_madds
-    max_params = inf if max_params is None else max_params
+    limits = _limits(space, max_madds, max_params, latency, max_latency_ms)
+    rows = np.arange(space.num_layers)
     found: list[Arch] = []
     for _ in range(max_rounds):
         pop = random_population(space, batch, rng)
-        madds, params = population_cost(space, pop)
-        for row in pop[(madds <= max_madds) & (params <= max_params)]:
+        ok = np.ones(len(pop), dtype=bool)
+        for table, fixed, budget in limits:
+            ok &= fixed + table[rows, pop].sum(axis=1) <= budget
+        for row in pop[ok]:
             found.append(tuple(int(g) for g in row))
             if len(found) == n:
                 return found
     while len(found) < n:
-        found.append(_constructive(space, rng, max_madds, max_params))
+        found.append(_constructive(space, rng, limits))
     return found
 
 
-def _constructive(space: SearchSpace, rng: np.random.Generator, max_madds: float,
-                  max_params: float) -> Arch:
-    madds, params = cost_table(space)
-    big = np.iinfo(np.int64).max // 4
-    min_m = np.where(madds < 0, big, madds).min(1)
-    min_p = np.where(params < 0, big, params).min(1)
-    fixed = fixed_cost(space)
-    spent_m, spent_p = fixed.madds + min_m.sum(), fixed.params + min_p.sum()
+def _constructive(space: SearchSpace, rng: np.random.Generator, limits) -> Arch:
+    mins = [table.min(1) for table, _, _ in limits]
+    spent = [fixed + m.sum() for (_, fixed, _), m in zip(limits, mins, strict=True)]
     genes = [0] * space.num_layers
     for i in rng.permutation(space.num_layers):
         options = np.arange(space.num_choices[i])
-        ok = ((spent_m - min_m[i] + madds[i, options] <= max_madds)
-              & (spent_p - min_p[i] + params[i, options] <= max_params))
+        ok = np.ones(len(options), dtype=bool)
+        for (table, _, budget), m, s in zip(limits, mins, spent, strict=True):
+            ok &= s - m[i] + table[i, options] <= budget * (1 + 1e-12)
+        if not ok.any():  # the budgets' cheapest choices differ: keep the cheapest in the first
+            ok = options == int(np.argmin(limits[0][0][i, options]))
         g = int(rng.choice(options[ok]))
         genes[i] = g
-        spent_m += madds[i, g] - min_m[i]
-        spent_p += params[i, g] - min_p[i]
+        spent = [s - m[i] + table[i, g] for (table, _, _), m, s in zip(limits, mins, spent,
+                                                                         strict=True)]
     return tuple(genes)

@@ -359,3 +359,23 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     if out_dir and rank == 0 and not result.stopped_early:
         save_weights(storage.join(out_dir, "final.pt"), final, {**meta, "steps": result.steps})
     return final, result
+
+
+def save_supernet(uri: str, supernet: Supernet, extra: dict | None = None) -> None:
+    """Weights plus what is needed to rebuild the supernet (space, stabilizer)."""
+    save_weights(uri, supernet, {"kind": "supernet", "space": supernet.space.to_dict(),
+                                 "stabilizer": supernet.stabilizer,
+                                 "stabilizer_init": supernet.stabilizer_init, **(extra or {})})
+
+
+def load_supernet(uri: str) -> Supernet:
+    """Rebuild a supernet saved by ``save_supernet`` (loaded with weights_only)."""
+    blob = load_weights(uri)
+    meta = blob.get("meta", {})
+    if meta.get("kind") != "supernet":
+        raise ValueError(f"{uri} is not a supernet checkpoint (kind={meta.get('kind')!r}); "
+                         "pass the supernet.pt written by supernet training")
+    supernet = Supernet(SearchSpace.from_dict(meta["space"]), meta["stabilizer"],
+                        meta["stabilizer_init"])
+    supernet.load_state_dict(blob["state_dict"])
+    return supernet

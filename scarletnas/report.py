@@ -1,0 +1,118 @@
+"""Search outputs people read: Pareto front as JSON/CSV, plots as PNG and a
+self-contained HTML page (usable as a KFP HTML artifact)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+
+from . import storage
+from .search import SearchResult
+
+COLUMNS = ["arch", "top1", "madds", "params", "latency_ms", "generation"]
+
+
+def _csv(rows) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def pareto_png(result: SearchResult, title: str = "Pareto front") -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2),
+                                  gridspec_kw={"width_ratios": [2, 1]})
+    ev = result.evaluated
+    ax.scatter([r["madds"] / 1e6 for r in ev], [100 * r["top1"] for r in ev], s=10,
+               color="0.7", label=f"evaluated ({len(ev)})")
+    front = sorted(result.front, key=lambda r: r["madds"])
+    ax.plot([r["madds"] / 1e6 for r in front], [100 * r["top1"] for r in front], "o-",
+            color="tab:red", markersize=4, label=f"Pareto front ({len(front)})")
+    sel = result.selected
+    ax.scatter([r["madds"] / 1e6 for r in sel], [100 * r["top1"] for r in sel], s=120,
+               facecolors="none", edgecolors="black", linewidths=1.5,
+               label=f"selected for retraining ({len(sel)})")
+    budget = result.config.get("max_madds") or 0
+    if budget:
+        ax.axvline(budget / 1e6, color="tab:blue", linestyle="--", linewidth=1,
+                   label=f"MAdds budget ({budget / 1e6:.0f}M)")
+    ax.set_xlabel("multiply-adds (M)")
+    ax.set_ylabel("supernet validation top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    ax2.plot(range(1, len(result.hypervolume) + 1), result.hypervolume, "o-", markersize=3)
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.set_xlabel("generation")
+    ax2.set_ylabel("hypervolume (normalized)")
+    ax2.set_title("Hypervolume per generation")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pareto_html(result: SearchResult, png: bytes, title: str = "SCARLET-NAS search") -> str:
+    """One page, no external resources: the plot inline and the front as a table."""
+    img = base64.b64encode(png).decode()
+    selected = {r["arch"] for r in result.selected}
+
+    def row(r: dict) -> str:
+        mark = " class=sel" if r["arch"] in selected else ""
+        lat = "" if r.get("latency_ms") is None else f"{r['latency_ms']:.3f}"
+        return (f"<tr{mark}><td><code>{html.escape(r['arch'])}</code></td>"
+                f"<td>{100 * r['top1']:.2f}</td><td>{r['madds'] / 1e6:.1f}</td>"
+                f"<td>{r['params'] / 1e6:.3f}</td><td>{lat}</td></tr>")
+
+    rows = "\n".join(row(r) for r in sorted(result.front, key=lambda r: r["madds"]))
+    hv = result.hypervolume[-1] if result.hypervolume else 0.0
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+td:first-child {{ text-align: left; }}
+tr.sel {{ background: #fff3c4; }}
+</style></head><body>
+<h2>{html.escape(title)}</h2>
+<p>Objectives: {", ".join(result.objectives)}. {len(result.evaluated)} archs evaluated,
+{len(result.front)} on the front, final hypervolume {hv:.4f},
+cache hit rate {100 * result.cache_hit_rate:.1f}%. Highlighted rows are selected for retraining.</p>
+<img alt="Pareto front" src="data:image/png;base64,{img}" style="max-width:100%">
+<table><tr><th>arch</th><th>top-1 (%)</th><th>MAdds (M)</th><th>params (M)</th>
+<th>latency (ms)</th></tr>
+{rows}
+</table></body></html>
+"""
+
+
+def write_search_outputs(result: SearchResult, out_dir: str) -> dict[str, str]:
+    """Write every output under ``out_dir`` (local or s3://); returns their URIs."""
+    png = pareto_png(result)
+    files = {
+        "front.json": json.dumps({k: v for k, v in result.to_dict().items() if k != "evaluated"},
+                                 indent=1).encode(),
+        "front.csv": _csv(result.front),
+        "evaluated.csv": _csv(result.evaluated),
+        "pareto.png": png,
+        "pareto.html": pareto_html(result, png).encode(),
+    }
+    out = {}
+    for name, data in files.items():
+        uri = storage.join(out_dir, name)
+        storage.write_bytes(uri, data)
+        out[name] = uri
+    return out

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from scarletnas import SearchSpace, build_subnet
+from scarletnas.config import SearchConfig
+from scarletnas.latency import LatencyTable, build_latency_table, model_latency_ms
+from scarletnas.sampling import random_population
+from scarletnas.search import run_search
+
+
+@pytest.fixture(scope="module")
+def space():
+    return SearchSpace.small(input_size=32)
+
+
+@pytest.fixture(scope="module")
+def table(space):
+    return build_latency_table(space, "cpu", repeats=7)
+
+
+def test_table_covers_every_allowed_choice(space, table):
+    assert len(table.table_ms) == space.num_layers
+    for row, n in zip(table.table_ms, space.num_choices, strict=True):
+        assert all(v is not None and v > 0 for v in row[:n])
+        assert all(v is None for v in row[n:])
+    again = LatencyTable.from_dict(table.to_dict())
+    arch = space.parse("SCARLET-B")
+    assert again.predict(arch) == table.predict(arch) > table.fixed_ms
+
+
+def test_table_predicts_measured_latency_of_20_random_archs(space, table):
+    """The sum of per-op times against the built network at batch 1. The
+    figures (error, rank correlation) are recorded in docs/benchmarks.md;
+    here the bounds are loose because a shared CI machine is noisy."""
+    from scipy.stats import spearmanr
+
+    archs = [tuple(int(g) for g in r) for r in random_population(
+        space, 20, np.random.default_rng(0))]
+    predicted = [table.predict(a) for a in archs]
+    measured = [model_latency_ms(build_subnet(a, space=space), 32, repeats=7) for a in archs]
+    rel = np.abs(np.array(predicted) / np.array(measured) - 1)
+    assert np.median(rel) < 0.5
+    assert spearmanr(predicted, measured).statistic > 0.5
+    assert np.allclose(table.predict_many(np.array(archs)), predicted)
+
+
+def test_latency_as_objective_and_budget(space, table):
+    def scorer(archs):
+        return [{"top1": 0.5 + 0.001 * sum(a)} for a in archs]
+
+    lo = table.fixed_ms + sum(min(v for v in row if v is not None) for row in table.table_ms)
+    with pytest.raises(ValueError, match="below the fastest arch in the space"):
+        run_search(space, scorer, SearchConfig(max_latency_ms=lo * 0.9), latency=table)
+    budget = lo * 1.6
+    result = run_search(space, scorer, SearchConfig(generations=3, population=8,
+                                                    objectives="top1,latency",
+                                                    max_latency_ms=budget), latency=table)
+    assert result.front and all(r["latency_ms"] <= budget for r in result.front)
+    other = SearchSpace.small(input_size=16)
+    with pytest.raises(ValueError, match="built for another search space"):
+        run_search(other, scorer, SearchConfig(objectives="top1,latency"), latency=table)
