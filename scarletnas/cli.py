@@ -161,6 +161,38 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_dev(args) -> int:
+    from pathlib import Path
+
+    from .devstack import Stack
+
+    state = Path(args.dir, "state.json")
+    if args.action == "down":
+        if not state.exists():
+            print(f"nothing to stop: {state} not found")
+            return 0
+        Stack.load(state).down()
+        state.unlink()
+        print("stopped the local S3 and MLflow servers")
+        return 0
+    if state.exists():
+        raise RuntimeError(f"a stack is already up ({state}); run `scarlet-nas dev down` first")
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    stack = Stack(str(Path(args.dir).absolute()))
+    try:
+        stack.start_s3(args.s3_port)
+        stack.start_mlflow(args.mlflow_port)
+    except BaseException:
+        stack.down()
+        raise
+    stack.save(state)
+    print("# S3 (SeaweedFS) and MLflow are up; export these to use them:")
+    for k, v in stack.env().items():
+        print(f"export {k}={v}")
+    print(f"# bucket: s3://scarlet-nas   MLflow UI: {stack.tracking_uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scarlet-nas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--state", help="resume state URI, saved every generation")
     search.add_argument("--out", default="search-out", help="output folder or s3:// prefix")
     search.set_defaults(func=cmd_search)
+
+    dev = sub.add_parser("dev", help="start/stop a local S3 server and MLflow server")
+    dev.add_argument("action", choices=["up", "down"])
+    dev.add_argument("--dir", default=".scarlet-nas-dev", help="data, logs and state")
+    dev.add_argument("--s3-port", type=int, default=9000)
+    dev.add_argument("--mlflow-port", type=int, default=5000)
+    dev.set_defaults(func=cmd_dev)
+
+    from .pipeline.cli import add_commands  # compile, run, upload, schedule, ui
+
+    add_commands(sub)
     return parser
 
 

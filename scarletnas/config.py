@@ -8,6 +8,7 @@ keys, wrong types and impossible values before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -184,6 +185,134 @@ class SearchConfig:
     @property
     def needs_latency(self) -> bool:
         return "latency" in self.objective_names or self.max_latency_ms > 0
+
+
+@dataclass
+class SpaceConfig:
+    """The search space; classes and input size come from the data."""
+
+    preset: str = "small"  # small (16-32 px inputs) or imagenet
+    width_mult: float = 0.5
+    allow_skip: bool = True
+
+    def __post_init__(self):
+        _choice("space.preset", self.preset, ("small", "imagenet"))
+        _check(self.width_mult > 0, "space.width_mult must be positive")
+
+
+@dataclass
+class RankingConfig:
+    enabled: bool = False
+    archs: int = 6  # archs spread over the MAdds range, each trained stand-alone
+    epochs: float = 5
+
+    def __post_init__(self):
+        _check(self.archs >= 3, "ranking.archs must be >= 3 to correlate rankings")
+        _check(self.epochs > 0, "ranking.epochs must be positive")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = ""  # MLflow tracking URI; empty: a sqlite store beside the local run's outputs
+    experiment: str = "scarlet-nas"
+    registered_model: str = "scarlet-nas"  # retrained models are registered under this name
+    champion_alias: str = "champion"
+
+
+@dataclass
+class ResourcesConfig:
+    """Compile-time settings of the Kubernetes pods (ignored by local runs)."""
+
+    gpu_type: str = "nvidia.com/gpu"
+    gpus: int = 1  # per GPU step: train_supernet, ranking_check, search, retrain
+    cpu_limit: str = "8"
+    memory_limit: str = "32G"
+    node_selector: str = ""  # "label=value" for the GPU steps
+    toleration: str = ""  # "key=value:Effect" or "key:Effect", for the GPU steps
+    shm_size: str = "4Gi"  # /dev/shm for data-loader workers
+    # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL
+    s3_secret: str = "scarlet-nas-s3"
+    mlflow_secret: str = ""  # optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD
+    retries: int = 3  # for train_supernet and search, which resume from checkpoints
+
+    def __post_init__(self):
+        _check(0 <= self.gpus <= 16, f"resources.gpus={self.gpus}: KFP accepts 0..16 "
+               "accelerators per task (0 runs the GPU steps on CPU)")
+        _check(bool(self.gpu_type.strip()) or self.gpus == 0,
+               "resources.gpu_type is empty: use e.g. nvidia.com/gpu")
+        _check(self.retries >= 0, "resources.retries must be >= 0")
+        if self.node_selector:
+            _check(self.node_selector.count("=") == 1,
+                   "resources.node_selector must look like label=value")
+        if self.toleration:
+            _check(":" in self.toleration, "resources.toleration must look like "
+                   "key=value:Effect or key:Effect (Effect: NoSchedule, PreferNoSchedule, "
+                   "NoExecute)")
+
+
+def _local_supernet() -> SupernetConfig:
+    return SupernetConfig(optim=OptimConfig(epochs=14, warmup_epochs=1, lr=0.1), log_every=10)
+
+
+def _local_retrain() -> RetrainConfig:
+    return RetrainConfig(optim=OptimConfig(epochs=15, warmup_epochs=1, lr=0.1), dropout=0.1,
+                         log_every=20)
+
+
+@dataclass
+class PipelineConfig:
+    """Everything a pipeline run needs; the defaults run on a laptop in minutes."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    supernet: SupernetConfig = field(default_factory=_local_supernet)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(calib_batches=4,
+                                                                calib_batch_size=64))
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(
+        generations=4, population=12, top_k=2))
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    retrain: RetrainConfig = field(default_factory=_local_retrain)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    checkpoint_root: str = ""  # s3://bucket/prefix in a cluster; resumable state goes here
+
+
+def _set_path(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def load_pipeline_config(path: str | None = None, overrides: typing.Sequence[str] = ()
+                         ) -> PipelineConfig:
+    """A YAML file (optional) plus ``key.sub=value`` overrides, validated."""
+    import yaml
+
+    data: dict = {}
+    if path:
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: use key.sub=value, e.g. search.generations=10")
+        key, raw = item.split("=", 1)
+        _set_path(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return from_dict(PipelineConfig, data)
+
+
+def pipeline_config_from_json(text: str) -> PipelineConfig:
+    return from_dict(PipelineConfig, json.loads(text))
 
 
 T = typing.TypeVar("T")

@@ -190,7 +190,8 @@ def hypervolume(problem: NASProblem, front: Sequence[dict], scale: np.ndarray) -
 def select_top_k(front: Sequence[dict], k: int) -> list[dict]:
     """Spread k picks across the front: split its MAdds range into k equal
     bands and take the most accurate arch of each; bands left empty are
-    filled with the most accurate archs not yet picked."""
+    filled with the most accurate archs not yet picked. (A front smaller than
+    k is topped up by the search with the most accurate feasible others.)"""
     if len(front) <= k:
         return sorted(front, key=lambda r: -r["top1"])
     lo = min(r["madds"] for r in front)
@@ -317,8 +318,12 @@ def run_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, *,
 def _result(problem: NASProblem, cfg: SearchConfig, hv: list[float], fp: dict) -> SearchResult:
     evaluated = sorted(problem.cache.values(), key=lambda r: (r["generation"], r["arch"]))
     front = pareto_front(problem, evaluated)
-    return SearchResult(problem.objectives, evaluated, front, hv,
-                        select_top_k(front, cfg.top_k),
+    selected = select_top_k(front, cfg.top_k)
+    if len(selected) < cfg.top_k:  # a small front: add the most accurate feasible others
+        others = sorted((r for r in feasible(evaluated, problem.budgets) if r not in front),
+                        key=lambda r: -r["top1"])
+        selected += others[: cfg.top_k - len(selected)]
+    return SearchResult(problem.objectives, evaluated, front, hv, selected,
                         problem.hits / max(1, problem.requests), fp["config"])
 
 

@@ -45,9 +45,11 @@ def _client(endpoint: str | None):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint or None,
-                        config=Config(retries={"max_attempts": 5, "mode": "adaptive"},
-                                      connect_timeout=5, read_timeout=60))
+    # a new session reads the credential chain now, not what the default one cached
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint or None,
+        config=Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=5,
+                      read_timeout=60))
 
 
 def s3_client():

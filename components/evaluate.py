@@ -1,0 +1,22 @@
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def evaluate(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[Dataset],
+             model: Input[Model], exported: Output[Model], summary: Output[Artifact],
+             metrics: Output[Metrics]):
+    """Test accuracy, cost, latency; TorchScript and ONNX export; MLflow model."""
+    import json
+    import os
+
+    from scarletnas import stages
+
+    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "evaluate")
+    os.makedirs(exported.path, exist_ok=True)
+    with tracker:
+        out = stages.evaluate(cfg, model.path, exported.path, tracker)
+    with open(summary.path, "w") as f:
+        json.dump(out, f, indent=1)
+    exported.metadata.update({"arch": out["arch"], "formats": ["torchscript", "onnx"]})
+    for k, v in out.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            metrics.log_metric(k, v)

@@ -1,0 +1,19 @@
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def ranking_check(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[Dataset],
+                  supernet: Input[Model], report: Output[Markdown], metrics: Output[Metrics]):
+    """Kendall tau of supernet-predicted vs stand-alone accuracy."""
+    import os
+
+    from scarletnas import stages
+
+    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
+                                            "ranking_check")
+    with tracker:
+        result, markdown = stages.ranking_check(cfg, os.path.join(supernet.path, "supernet.pt"),
+                                                tracker)
+    with open(report.path, "w") as f:
+        f.write(markdown)
+    for k in ("kendall_tau", "kendall_p", "spearman_rho", "spearman_p"):
+        metrics.log_metric(k, result[k])

@@ -1,0 +1,23 @@
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+
+def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
+            kfp_run_id: str, arch: str, dataset: Input[Dataset], model: Output[Model],
+            metrics: Output[Metrics]):
+    """Train one selected arch from scratch (plain identity skips)."""
+    import hashlib
+    import os
+
+    from scarletnas import stages, storage
+
+    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
+                                            f"retrain {arch}")
+    key = hashlib.sha256(arch.encode()).hexdigest()[:12]
+    ckpt = storage.join(checkpoint_root, kfp_run_id, "retrain", key) if checkpoint_root else ""
+    os.makedirs(model.path, exist_ok=True)
+    with tracker:
+        out = stages.retrain(cfg, arch, model.path, ckpt, tracker)
+    model.metadata.update({"arch": arch})
+    for k, v in out.items():
+        if isinstance(v, (int, float)):
+            metrics.log_metric(k, v)

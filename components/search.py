@@ -1,0 +1,27 @@
+from typing import NamedTuple
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
+           kfp_run_id: str, dataset: Input[Dataset], supernet: Input[Model],
+           front: Output[Artifact], pareto: Output[HTML], metrics: Output[Metrics]
+           ) -> NamedTuple("SearchOutputs", [("selected", list)]):
+    """NSGA-II over the supernet; outputs the Pareto front and the archs to retrain."""
+    import os
+    import shutil
+    from collections import namedtuple
+
+    from scarletnas import stages, storage
+
+    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "search")
+    state = (storage.join(checkpoint_root, kfp_run_id, "search", "state.json")
+             if checkpoint_root else "")
+    os.makedirs(front.path, exist_ok=True)
+    with tracker:
+        out = stages.search(cfg, os.path.join(supernet.path, "supernet.pt"), front.path, state,
+                            tracker)
+    shutil.copyfile(out["files"]["pareto.html"], pareto.path)
+    for k, v in out["metrics"].items():
+        metrics.log_metric(k, v)
+    return namedtuple("SearchOutputs", ["selected"])(out["selected"])

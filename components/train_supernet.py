@@ -1,0 +1,22 @@
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+
+def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
+                   kfp_run_id: str, dataset: Input[Dataset], supernet: Output[Model],
+                   metrics: Output[Metrics]):
+    """Train the weight-sharing supernet; resumes from checkpoint_root on retry."""
+    import os
+
+    from scarletnas import stages, storage
+
+    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
+                                            "train_supernet")
+    ckpt = (storage.join(checkpoint_root, kfp_run_id, "supernet", "checkpoint.pt")
+            if checkpoint_root else "")
+    os.makedirs(supernet.path, exist_ok=True)
+    with tracker:
+        out = stages.train_supernet(cfg, os.path.join(supernet.path, "supernet.pt"), ckpt,
+                                    tracker)
+    supernet.metadata.update({"steps": out["steps"], "stabilizer": cfg.supernet.stabilizer})
+    for k, v in out.items():
+        metrics.log_metric(k, v)

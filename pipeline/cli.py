@@ -1,0 +1,215 @@
+"""Pipeline commands of ``scarlet-nas``: compile, run (locally or on a cluster),
+upload, schedule, and ui (the MLflow UI over a local run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scarletnas.config import ConfigError, PipelineConfig, load_pipeline_config, to_dict
+
+from .dag import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline, compile_pipeline
+
+LOCAL_ROOT = "local_outputs"
+
+
+def _config(args) -> PipelineConfig:
+    return load_pipeline_config(args.config, args.set or [])
+
+
+def _arguments(cfg: PipelineConfig) -> dict:
+    """Run-time pipeline parameters for a validated config."""
+    return {"config": json.dumps(to_dict(cfg), sort_keys=True), "tracking_uri": cfg.tracking.uri,
+            "checkpoint_root": cfg.checkpoint_root, "run_ranking": cfg.ranking.enabled}
+
+
+# ---- local ---------------------------------------------------------------------------
+def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT) -> dict:
+    """Execute the compiled DAG on this machine with kfp.local (one process per
+    task, in this environment); MLflow goes to a sqlite store under ``root``."""
+    from kfp import local
+
+    root = Path(root).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    if not cfg.tracking.uri:
+        cfg.tracking.uri = f"sqlite:///{root / 'mlflow.db'}"
+        _prepare_local_mlflow(cfg.tracking.uri, cfg.tracking.experiment, root / "mlartifacts")
+    if not cfg.checkpoint_root:
+        cfg.checkpoint_root = str(root / "checkpoints")
+    pipeline_root = root / "pipeline_root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=True)
+    started = time.time()
+    build_pipeline(cfg)(**_arguments(cfg))
+    run_dir = max(pipeline_root.glob(f"{PIPELINE_NAME}-*"), key=os.path.getmtime)
+    return {"run_dir": str(run_dir), "minutes": round((time.time() - started) / 60, 2),
+            "tracking_uri": cfg.tracking.uri, **_local_outputs(run_dir)}
+
+
+def _prepare_local_mlflow(uri: str, experiment: str, artifacts: Path) -> None:
+    """Create the experiment with its artifacts beside the database (not in the
+    current directory, where a file store would otherwise put them)."""
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=artifacts.as_uri())
+
+
+def _local_outputs(run_dir: Path) -> dict:
+    found = {}
+    for key, pattern in (("pareto_html", "search/pareto"),
+                         ("pareto_png", "search/front/pareto.png"),
+                         ("leaderboard", "summarize/leaderboard")):
+        hits = sorted(run_dir.glob(pattern))
+        if hits:
+            found[key] = str(hits[0])
+    found["exported_models"] = sorted(str(p) for p in run_dir.rglob("exported/*"))
+    return found
+
+
+# ---- cluster -------------------------------------------------------------------------
+def _client(host: str):
+    import kfp
+
+    return kfp.Client(host=host)
+
+
+def _compile_temp(cfg: PipelineConfig, image: str) -> str:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(), f"{PIPELINE_NAME}.yaml")
+    return compile_pipeline(cfg, str(path), image)
+
+
+def kfp_cron(expr: str) -> str:
+    """KFP wants six cron fields (seconds first); accept the usual five too."""
+    fields = expr.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ConfigError(f"--cron {expr!r}: give 5 fields (minute hour day month weekday) or "
+                          "6 (with seconds first), e.g. '0 3 * * *' for 03:00 daily")
+    return " ".join(fields)
+
+
+def cmd_compile(args) -> int:
+    cfg = _config(args)
+    compile_pipeline(cfg, args.output, args.image)
+    print(f"wrote {args.output} (image {args.image})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    cfg = _config(args)
+    if args.local == bool(args.host):
+        raise ConfigError("choose one: --local (this machine) or --host URL (a KFP API server)")
+    if args.local:
+        out = run_local(cfg, args.output_dir)
+        print(json.dumps(out, indent=1))
+        print(f"\nMLflow UI: scarlet-nas ui --output-dir {args.output_dir}")
+        return 0
+    client = _client(args.host)
+    run = client.create_run_from_pipeline_package(
+        _compile_temp(cfg, args.image), arguments=_arguments(cfg),
+        run_name=args.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
+        experiment_name=args.experiment)
+    print(json.dumps({"run_id": run.run_id}))
+    return 0
+
+
+def cmd_upload(args) -> int:
+    cfg = _config(args)
+    client = _client(args.host)
+    package = _compile_temp(cfg, args.image)
+    pipeline_id = client.get_pipeline_id(args.name)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(package, pipeline_name=args.name,
+                                          description="SCARLET-NAS one-shot NAS")
+        out = {"pipeline_id": pipeline.pipeline_id}
+        if args.version:  # the first upload is the first version; name it too
+            version = client.upload_pipeline_version(package, args.version,
+                                                     pipeline_id=pipeline.pipeline_id)
+            out["version_id"] = version.pipeline_version_id
+    else:
+        version = client.upload_pipeline_version(
+            package, args.version or time.strftime("v%Y%m%d-%H%M%S"), pipeline_id=pipeline_id)
+        out = {"pipeline_id": pipeline_id, "version_id": version.pipeline_version_id}
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    cfg = _config(args)
+    cron = kfp_cron(args.cron)
+    if args.max_concurrency < 1:
+        raise ConfigError("--max-concurrency must be >= 1")
+    client = _client(args.host)
+    experiment = client.create_experiment(args.experiment)
+    job = client.create_recurring_run(
+        experiment_id=experiment.experiment_id, job_name=args.name, cron_expression=cron,
+        max_concurrency=args.max_concurrency, no_catchup=True,
+        pipeline_package_path=_compile_temp(cfg, args.image), params=_arguments(cfg))
+    print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": cron}))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    db = Path(args.output_dir, "mlflow.db").absolute()
+    if not db.exists():
+        raise ConfigError(f"{db} not found: run `scarlet-nas run --local` first")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+                            f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(args.port)],
+                           env=env)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    def config_args(p):
+        p.add_argument("--config", help="YAML file with pipeline settings (sections as in "
+                                        "PipelineConfig); defaults run locally in minutes")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one setting, e.g. --set search.generations=10")
+        p.add_argument("--image", default=DEFAULT_IMAGE, help="container image of every step")
+
+    p = sub.add_parser("compile", help="write the pipeline's IR YAML")
+    config_args(p)
+    p.add_argument("-o", "--output", default=f"{PIPELINE_NAME}.yaml")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run the pipeline: --local here, or --host on Kubeflow")
+    config_args(p)
+    p.add_argument("--local", action="store_true", help="execute the DAG on this machine")
+    p.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--output-dir", default=LOCAL_ROOT, help="local runs: where outputs go")
+    p.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment")
+    p.add_argument("--run-name")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("upload", help="upload the compiled pipeline (or a new version)")
+    config_args(p)
+    p.add_argument("--host", required=True)
+    p.add_argument("--name", default=PIPELINE_NAME)
+    p.add_argument("--version", help="version name (default: a timestamp)")
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("schedule", help="create a recurring run on Kubeflow")
+    config_args(p)
+    p.add_argument("--host", required=True)
+    p.add_argument("--cron", required=True, help="cron expression, e.g. '0 3 * * *'")
+    p.add_argument("--max-concurrency", type=int, default=1)
+    p.add_argument("--name", default=f"{PIPELINE_NAME}-recurring")
+    p.add_argument("--experiment", default=PIPELINE_NAME)
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on a local run's tracking store")
+    p.add_argument("--output-dir", default=LOCAL_ROOT)
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)

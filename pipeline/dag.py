@@ -1,0 +1,130 @@
+"""The SCARLET-NAS pipeline DAG.
+
+start_run -> prepare_data -> train_supernet -> [ranking_check] and search
+          -> ParallelFor(selected archs): retrain -> evaluate
+          -> summarize (Collected evaluations)
+all inside an ExitHandler that closes the MLflow parent run as FINISHED or
+FAILED. ranking_check runs beside search (behind dsl.If), so a long ranking
+check never delays the search.
+
+Run-time knobs travel as one validated ``config`` parameter (JSON of
+``PipelineConfig``); pod settings (GPUs, node selector, tolerations, secrets,
+retries) are applied at compile time from the same config's ``resources``.
+"""
+
+import json  # no "from __future__ import annotations": KFP reads real annotations
+
+from kfp import dsl, kubernetes
+
+from scarletnas import __version__
+from scarletnas.config import PipelineConfig, to_dict
+
+from .. import components
+
+PIPELINE_NAME = "scarlet-nas"
+DEFAULT_IMAGE = f"scarlet-nas:{__version__}"  # as built by docker/README.md; set --image
+GPU_STEPS = ("train-supernet", "ranking-check", "search", "retrain")
+S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+          "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+          "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
+MLFLOW_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+              "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+
+
+def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True):
+    """Secrets as env, /dev/shm, and for GPU steps accelerators and placement."""
+    if res.s3_secret:
+        kubernetes.use_secret_as_env(task, res.s3_secret, S3_ENV)
+    if res.mlflow_secret:
+        kubernetes.use_secret_as_env(task, res.mlflow_secret, MLFLOW_ENV)
+    task.set_caching_options(cache)
+    if retry and res.retries:
+        task.set_retry(num_retries=res.retries, backoff_duration="60s", backoff_factor=2.0,
+                       backoff_max_duration="3600s")
+    if not gpu:
+        return task
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
+                               medium="Memory", size_limit=res.shm_size)
+    task.set_cpu_limit(res.cpu_limit).set_memory_limit(res.memory_limit)
+    if res.gpus:
+        task.set_accelerator_type(res.gpu_type).set_accelerator_limit(res.gpus)
+    if res.node_selector:
+        key, value = res.node_selector.split("=")
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    if res.toleration:
+        kv, effect = res.toleration.rsplit(":", 1)
+        key, _, value = kv.partition("=")
+        kubernetes.add_toleration(task, key=key, operator="Equal" if value else "Exists",
+                                  value=value or None, effect=effect)
+    return task
+
+
+def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
+    """The pipeline function for ``cfg`` with every component on ``image``."""
+    c = components.build(image)
+    res = cfg.resources
+    default_config = json.dumps(to_dict(cfg), sort_keys=True)
+
+    @dsl.pipeline(name="retrain-and-summarize")
+    def retrain_and_summarize(selected: list, config: str, tracking_uri: str, parent_run_id: str,
+                              checkpoint_root: str, dataset: dsl.Input[dsl.Dataset]):
+        """Fan out over the selected archs, then collect. (A nested pipeline: the
+        loop iterates over a pipeline input, which every KFP backend handles.)"""
+        common = {"config": config, "tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
+        with dsl.ParallelFor(selected, name="retrain-selected") as arch:
+            model = _pod_settings(
+                c.retrain(**common, checkpoint_root=checkpoint_root,
+                          kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, arch=arch, dataset=dataset),
+                res, gpu=True, retry=True, cache=False)
+            evaluation = _pod_settings(
+                c.evaluate(**common, dataset=dataset, model=model.outputs["model"]),
+                res, gpu=False, cache=False)
+        _pod_settings(c.summarize(**common,
+                                  summaries=dsl.Collected(evaluation.outputs["summary"])),
+                      res, gpu=False, cache=False)
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="SCARLET-NAS: stabilized one-shot supernet, NSGA-II search, "
+                              "retraining and evaluation of the chosen subnets.")
+    def scarlet_nas(config: str = default_config, tracking_uri: str = cfg.tracking.uri,
+                    checkpoint_root: str = cfg.checkpoint_root,
+                    run_ranking: bool = cfg.ranking.enabled,
+                    pipeline_version: str = __version__):
+        start = c.start_run(config=config, tracking_uri=tracking_uri,
+                            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                            kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                            pipeline_version=pipeline_version)
+        _pod_settings(start, res, gpu=False, cache=False)
+        parent = start.output
+        # an exit task may depend on no other task: it finds the parent run by the KFP run id
+        finish = c.finish_run(config=config, tracking_uri=tracking_uri,
+                              kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        _pod_settings(finish, res, gpu=False, cache=False)
+        common = {"config": config, "tracking_uri": tracking_uri, "parent_run_id": parent}
+        resumable = {"checkpoint_root": checkpoint_root,
+                     "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        with dsl.ExitHandler(finish, name="track-run"):
+            data = _pod_settings(c.prepare_data(**common), res, gpu=False)
+            supernet = _pod_settings(
+                c.train_supernet(**common, **resumable, dataset=data.outputs["dataset"]),
+                res, gpu=True, retry=True, cache=False)
+            with dsl.If(run_ranking == True, name="ranking-enabled"):  # noqa: E712 (KFP)
+                _pod_settings(c.ranking_check(**common, dataset=data.outputs["dataset"],
+                                              supernet=supernet.outputs["supernet"]),
+                              res, gpu=True, cache=False)
+            found = _pod_settings(
+                c.search(**common, **resumable, dataset=data.outputs["dataset"],
+                         supernet=supernet.outputs["supernet"]),
+                res, gpu=True, retry=True, cache=False)
+            retrain_and_summarize(selected=found.outputs["selected"], **common,
+                                  checkpoint_root=checkpoint_root,
+                                  dataset=data.outputs["dataset"])
+
+    return scarlet_nas
+
+
+def compile_pipeline(cfg: PipelineConfig, path: str, image: str = DEFAULT_IMAGE) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(cfg, image), package_path=path)
+    return path

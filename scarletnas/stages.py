@@ -1,0 +1,324 @@
+"""The pipeline's stages as plain functions: one per KFP component.
+
+Each takes the validated ``PipelineConfig`` and local paths or storage URIs,
+does its work, logs to the given ``Tracker`` and returns plain data (dicts
+and strings) for the component to write as KFP outputs. Nothing here imports
+KFP, so every stage runs and is tested without it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from . import storage
+from .config import PipelineConfig, to_dict
+from .data import Batches, Splits, load_splits
+from .space import SearchSpace
+from .tracking import Tracker
+
+
+def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
+    return SearchSpace.named(cfg.space.preset, num_classes=splits.num_classes,
+                             input_size=splits.input_size, width_mult=cfg.space.width_mult,
+                             allow_skip=cfg.space.allow_skip)
+
+
+def load(cfg: PipelineConfig) -> tuple[Splits, SearchSpace]:
+    splits = load_splits(cfg.data)
+    return splits, build_space(cfg, splits)
+
+
+def prepare_data(cfg: PipelineConfig, tracker: Tracker) -> dict:
+    """Read and split the data once (failing early on bad data) and describe it.
+
+    The manifest is what travels as the KFP Dataset artifact; the images stay
+    where they are (bundled, a folder, or S3) and each step reads them again.
+    """
+    splits, space = load(cfg)
+    manifest = {"data": to_dict(cfg.data), **splits.describe(), "space": space.to_dict(),
+                "space_fingerprint": space.fingerprint}
+    tracker.params(to_dict(cfg.data), "data.")
+    tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
+                     "data/test_images": len(splits.test)})
+    return manifest
+
+
+def _curve_png(points: list[tuple[int, float]], title: str, ylabel: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if points:
+        ax.plot(*zip(*points, strict=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, name).write_bytes(png)
+        tracker.artifact(Path(tmp, name), "plots")
+
+
+def train_supernet(cfg: PipelineConfig, out_path: str, checkpoint_uri: str,
+                   tracker: Tracker) -> dict:
+    from .train import save_supernet
+    from .train import train_supernet as train
+
+    splits, space = load(cfg)
+    tracker.params(to_dict(cfg.supernet), "supernet.")
+    tracker.tags({"space_fingerprint": space.fingerprint,
+                  "stabilizer": cfg.supernet.stabilizer, "sampling": cfg.supernet.sampling})
+    curve: list[tuple[int, float]] = []
+    last: dict = {}
+
+    def on_metrics(metrics: dict, step: int) -> None:
+        tracker.metrics(metrics, step)
+        if "supernet/loss" in metrics:
+            curve.append((step, metrics["supernet/loss"]))
+            last.update(metrics)
+
+    t = time.perf_counter()
+    supernet, result = train(space, splits, cfg.supernet, checkpoint_uri=checkpoint_uri or None,
+                             callback=on_metrics)
+    save_supernet(out_path, supernet.cpu(), {"steps": result.steps})
+    _log_png(tracker, _curve_png(curve, "supernet training loss", "loss"), "supernet_loss.png")
+    return {"steps": result.steps, "resumed_from_step": result.resumed_from,
+            "final_loss": last.get("supernet/loss", float("nan")),
+            "final_train_acc": last.get("supernet/acc", float("nan")),
+            "minutes": (time.perf_counter() - t) / 60}
+
+
+def _scorer(cfg: PipelineConfig, supernet_path: str, splits: Splits):
+    from .evaluate import make_scorer
+    from .train import load_supernet, resolve_device
+
+    supernet = load_supernet(supernet_path)
+    device = resolve_device(cfg.supernet.device)
+    devices = None if device.type == "cuda" else [device]
+    return supernet, make_scorer(supernet, splits, cfg.eval, devices=devices, seed=cfg.search.seed,
+                                 amp=cfg.supernet.amp)
+
+
+def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> tuple[dict, str]:
+    """Kendall tau / Spearman of supernet vs stand-alone accuracy: (report, markdown)."""
+    import numpy as np
+
+    from .config import OptimConfig, RetrainConfig
+    from .evaluate import CandidateEvaluator
+    from .ranking import ranking_check as check
+    from .ranking import spread_archs
+    from .train import load_supernet, resolve_device
+
+    splits, space = load(cfg)
+    supernet = load_supernet(supernet_path).to(resolve_device(cfg.supernet.device))
+    evaluator = CandidateEvaluator(supernet, splits, cfg.eval, seed=cfg.search.seed)
+    archs = spread_archs(space, cfg.ranking.archs, np.random.default_rng(cfg.search.seed))
+    retrain = RetrainConfig(optim=OptimConfig(**{**to_dict(cfg.retrain.optim),
+                                                 "epochs": cfg.ranking.epochs,
+                                                 "warmup_epochs": min(
+                                                     cfg.retrain.optim.warmup_epochs,
+                                                     cfg.ranking.epochs / 2)}),
+                            dropout=cfg.retrain.dropout, device=cfg.retrain.device,
+                            log_every=10**6)
+    report = check(space, evaluator, splits, archs, retrain,
+                   progress=lambda i, row: tracker.metrics(
+                       {"ranking/supernet_top1": row["supernet_top1"],
+                        "ranking/standalone_top1": row["standalone_top1"]}, i))
+    tracker.metrics({f"ranking/{k}": report[k] for k in ("kendall_tau", "spearman_rho")})
+    tracker.dict(report, "ranking.json")
+    lines = ["# Ranking check", "",
+             f"Kendall tau **{report['kendall_tau']:.3f}** (p={report['kendall_p']:.3g}), "
+             f"Spearman rho **{report['spearman_rho']:.3f}** (p={report['spearman_p']:.3g}) "
+             f"over {report['n']} archs trained {cfg.ranking.epochs:g} epochs stand-alone.", "",
+             "| arch | MAdds (M) | supernet top-1 | stand-alone top-1 |", "|---|---|---|---|"]
+    lines += [f"| `{r['arch']}` | {r['madds'] / 1e6:.2f} | {100 * r['supernet_top1']:.2f} | "
+              f"{100 * r['standalone_top1']:.2f} |" for r in report["archs"]]
+    return report, "\n".join(lines) + "\n"
+
+
+def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str,
+           tracker: Tracker) -> dict:
+    """NSGA-II with the supernet; writes the front and plots under ``out_dir``."""
+    from .latency import build_latency_table
+    from .report import write_search_outputs
+    from .search import run_search
+
+    splits, space = load(cfg)
+    _, scorer = _scorer(cfg, supernet_path, splits)
+    latency = None
+    if cfg.search.needs_latency:
+        from .train import resolve_device
+
+        latency = build_latency_table(space, resolve_device(cfg.supernet.device))
+    tracker.params(to_dict(cfg.search), "search.")
+    result = run_search(space, scorer, cfg.search, latency=latency, state_uri=state_uri or None,
+                        callback=lambda gen, stats: tracker.metrics(
+                            {f"search/{k}": v for k, v in stats.items()}, gen))
+    files = write_search_outputs(result, out_dir)
+    for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
+        if not storage.is_s3(files[name]):
+            tracker.artifact(files[name], "search")
+    return {"selected": [r["arch"] for r in result.selected], "files": files,
+            "metrics": {"front_size": len(result.front), "evaluated": len(result.evaluated),
+                        "hypervolume": result.hypervolume[-1],
+                        "cache_hit_rate": result.cache_hit_rate,
+                        "best_supernet_top1": max(r["top1"] for r in result.front)}}
+
+
+def retrain(cfg: PipelineConfig, arch: str, out_dir: str, checkpoint_uri: str,
+            tracker: Tracker) -> dict:
+    """Train ``arch`` from scratch; best.pt and final.pt land in ``out_dir``."""
+    from .train import train_subnet
+
+    splits, space = load(cfg)
+    tracker.params({"arch": arch, **to_dict(cfg.retrain)}, "retrain.")
+    tracker.tags({"arch": arch})
+    work = checkpoint_uri or out_dir
+    _, result = train_subnet(space, arch, splits, cfg.retrain, out_dir=work,
+                             callback=tracker.metrics)
+    if work != out_dir:  # the resumable state lives in storage; the model goes to the artifact
+        for name in ("best.pt", "final.pt"):
+            storage.download_file(storage.join(work, name), Path(out_dir, name))
+    best = max(result.history, key=lambda h: h.get("val_top1", -1))
+    return {"arch": arch, "steps": result.steps, "best_val_top1": best.get("val_top1"),
+            "best_epoch": best["epoch"]}
+
+
+def evaluate(cfg: PipelineConfig, model_dir: str, export_dir: str, tracker: Tracker) -> dict:
+    """Test accuracy, cost, measured latency, TorchScript and checked ONNX export,
+    and the model logged and registered in MLflow."""
+    from .complexity import arch_cost
+    from .evaluate import accuracy
+    from .export import check_onnx, check_torchscript, export_onnx, export_torchscript
+    from .latency import model_latency_ms
+    from .subnet import build_subnet
+    from .tracking import log_model
+    from .train import load_weights
+
+    splits, space = load(cfg)
+    blob = load_weights(str(Path(model_dir, "best.pt")))
+    arch = blob["meta"]["arch"]
+    model = build_subnet(arch, space=space, dropout=cfg.retrain.dropout)
+    model.load_state_dict(blob["state_dict"])
+    test = accuracy(model, Batches(splits, "test", 256, train=False))
+    cost = arch_cost(space, arch)
+    ts = export_torchscript(model, space.input_size, Path(export_dir, "model.torchscript.pt"))
+    onnx = export_onnx(model, space.input_size, Path(export_dir, "model.onnx"))
+    summary = {
+        "arch": arch, "test_top1": test["top1"], "test_top5": test["top5"],
+        "test_loss": test["loss"], "val_top1": blob["meta"].get("val_top1"),
+        "madds": cost.madds, "params": cost.params,
+        "latency_ms_cpu_batch1": model_latency_ms(model, space.input_size, "cpu", repeats=20),
+        "onnx_max_abs_diff": check_onnx(model, onnx, space.input_size),
+        "torchscript_max_abs_diff": check_torchscript(model, ts, space.input_size),
+        "within_budget": (not cfg.search.max_madds or cost.madds <= cfg.search.max_madds)
+        and (not cfg.search.max_params or cost.params <= cfg.search.max_params),
+    }
+    tracker.metrics({k: v for k, v in summary.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracker.tags({"arch": arch})
+    version = log_model(tracker, model, space.input_size,
+                        registered_name=cfg.tracking.registered_model or None)
+    summary["registered_version"] = version
+    summary["mlflow_run_id"] = tracker.run_id
+    return summary
+
+
+def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker) -> tuple[dict, str]:
+    """Leaderboard (markdown) and the champion: best test top-1 within budget."""
+    from .tracking import set_alias
+
+    ranked = sorted(summaries, key=lambda s: (-s["test_top1"], s["madds"]))
+    eligible = [s for s in ranked if s["within_budget"]] or ranked
+    champion = eligible[0]
+    alias_set = False
+    if champion.get("registered_version") and tracker.active:
+        alias_set = set_alias(tracker.tracking_uri, cfg.tracking.registered_model,
+                              cfg.tracking.champion_alias, champion["registered_version"])
+    lines = ["# SCARLET-NAS leaderboard", "",
+             "| rank | arch | test top-1 | top-5 | MAdds (M) | params (M) | latency CPU b1 (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    for i, s in enumerate(ranked, 1):
+        star = " (champion)" if s is champion else ""
+        lines.append(f"| {i} | `{s['arch']}`{star} | {100 * s['test_top1']:.2f} | "
+                     f"{100 * s['test_top5']:.2f} | {s['madds'] / 1e6:.2f} | "
+                     f"{s['params'] / 1e6:.3f} | {s['latency_ms_cpu_batch1']:.2f} |")
+    if alias_set:
+        lines += ["", f"Registered model `{cfg.tracking.registered_model}` version "
+                  f"{champion['registered_version']} has alias `{cfg.tracking.champion_alias}`."]
+    markdown = "\n".join(lines) + "\n"
+    tracker.text(markdown, "leaderboard.md")
+    tracker.dict({"champion": champion, "all": ranked}, "leaderboard.json")
+    metrics = {"champion_test_top1": champion["test_top1"], "champion_madds": champion["madds"],
+               "models": len(ranked)}
+    tracker.metrics(metrics)
+    return {"champion": champion, "ranked": ranked, "metrics": metrics,
+            "alias_set": alias_set}, markdown
+
+
+def read_json(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def component_context(config: str, tracking_uri: str, parent_run_id: str,
+                      run_name: str) -> tuple[PipelineConfig, Tracker]:
+    """What every component starts with: its validated config and a child run."""
+    import logging
+
+    from .config import pipeline_config_from_json
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = pipeline_config_from_json(config)
+    return cfg, Tracker(tracking_uri, cfg.tracking.experiment, run_name,
+                        parent_run_id=parent_run_id)
+
+
+def start_pipeline_run(config: str, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
+                       pipeline_version: str) -> str:
+    """Open the parent MLflow run of a pipeline run; returns its id ('' untracked)."""
+    from . import __version__
+    from .config import pipeline_config_from_json
+    from .tracking import git_sha
+
+    cfg = pipeline_config_from_json(config)
+    space = SearchSpace.named(cfg.space.preset, width_mult=cfg.space.width_mult,
+                              allow_skip=cfg.space.allow_skip)
+    tracker = Tracker(tracking_uri, cfg.tracking.experiment, kfp_run_name or "scarlet-nas",
+                      tags={"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name,
+                            "pipeline_version": pipeline_version or __version__,
+                            "scarletnas_version": __version__, "git_sha": git_sha(),
+                            "search_space": cfg.space.preset,
+                            "search_space_hash": space.fingerprint,
+                            "stabilizer": cfg.supernet.stabilizer,
+                            "stabilizer_init": cfg.supernet.stabilizer_init,
+                            "sampling": cfg.supernet.sampling, "dataset": cfg.data.dataset})
+    tracker.dict(to_dict(cfg), "config.json")
+    return tracker.run_id or ""
+
+
+def finish_pipeline_run(config: str, tracking_uri: str, kfp_run_id: str, state: str) -> str:
+    """Close the parent run opened for ``kfp_run_id``; returns its id ('' if none)."""
+    from .config import pipeline_config_from_json
+    from .tracking import find_parent_run
+
+    cfg = pipeline_config_from_json(config)
+    run_id = find_parent_run(tracking_uri, cfg.tracking.experiment, kfp_run_id)
+    if run_id:
+        Tracker(tracking_uri, "", "", run_id=run_id).end(
+            "FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
+    return run_id
