@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: run test lint bench clean
 
 run: $(VENV)/.installed
-	$(BIN)/scarlet-nas arch show SCARLET-A
+	$(BIN)/scarlet-nas run --local
 
 test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest
@@ -18,6 +18,9 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/supernet_step.py
 	$(BIN)/python bench/complexity_speed.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/search_speed.py
+	$(BIN)/python bench/latency_table.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
