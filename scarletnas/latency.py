@@ -29,19 +29,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CPU_THREADS = 1  # batch-1 CPU latency is measured on one core: stable, and what edge sees
+
+
 @torch.inference_mode()
 def measure_ms(fn: Callable[[], object], device: torch.device, repeats: int = 30,
                warmup: int = 5) -> float:
     """Median wall time of ``fn()`` in milliseconds, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(CPU_THREADS)
+    try:
+        for _ in range(warmup):
+            fn()
         _sync(device)
-        times.append((time.perf_counter() - t) * 1e3)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append((time.perf_counter() - t) * 1e3)
+    finally:
+        torch.set_num_threads(threads)
     return statistics.median(times)
 
 
@@ -109,7 +118,7 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.machine()}, {CPU_THREADS} thread)"
 
 
 def build_latency_table(space: SearchSpace, device="cpu", repeats: int = 20,

@@ -23,12 +23,40 @@ def _csv(rows) -> bytes:
     return buf.getvalue().encode()
 
 
-def pareto_png(result: SearchResult, title: str = "Pareto front") -> bytes:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """Render and close a figure."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def curve_png(points: list[tuple[int, float]], title: str, ylabel: str) -> bytes:
+    """A metric against training step."""
+    fig, ax = _pyplot().subplots(figsize=(6, 3.5))
+    if points:
+        ax.plot(*zip(*points, strict=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return figure_png(fig, dpi=100)
+
+
+def pareto_png(result: SearchResult, title: str = "Pareto front") -> bytes:
     from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2),
                                   gridspec_kw={"width_ratios": [2, 1]})
@@ -57,11 +85,7 @@ def pareto_png(result: SearchResult, title: str = "Pareto front") -> bytes:
     ax2.set_ylabel("hypervolume (normalized)")
     ax2.set_title("Hypervolume per generation")
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def pareto_html(result: SearchResult, png: bytes, title: str = "SCARLET-NAS search") -> str:

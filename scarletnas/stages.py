@@ -8,7 +8,6 @@ KFP, so every stage runs and is tested without it.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from . import storage
 from .config import PipelineConfig, to_dict
 from .data import Batches, Splits, load_splits
+from .report import curve_png
 from .space import SearchSpace
 from .tracking import Tracker
 
@@ -44,26 +44,6 @@ def prepare_data(cfg: PipelineConfig, tracker: Tracker) -> dict:
     tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
                      "data/test_images": len(splits.test)})
     return manifest
-
-
-def _curve_png(points: list[tuple[int, float]], title: str, ylabel: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if points:
-        ax.plot(*zip(*points, strict=True))
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
@@ -96,7 +76,7 @@ def train_supernet(cfg: PipelineConfig, out_path: str, checkpoint_uri: str,
     supernet, result = train(space, splits, cfg.supernet, checkpoint_uri=checkpoint_uri or None,
                              callback=on_metrics)
     save_supernet(out_path, supernet.cpu(), {"steps": result.steps})
-    _log_png(tracker, _curve_png(curve, "supernet training loss", "loss"), "supernet_loss.png")
+    _log_png(tracker, curve_png(curve, "supernet training loss", "loss"), "supernet_loss.png")
     return {"steps": result.steps, "resumed_from_step": result.resumed_from,
             "final_loss": last.get("supernet/loss", float("nan")),
             "final_train_acc": last.get("supernet/acc", float("nan")),
