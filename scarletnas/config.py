@@ -353,6 +353,11 @@ def _coerce(tp, value, path: str):
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 3e8 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{path} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

@@ -16,6 +16,7 @@ def test_from_dict_builds_nested_configs():
                                      "max_steps": 10.0})
     assert cfg.optim.lr == 0.1 and cfg.optim.epochs == 3.0 and cfg.sampling == "fair"
     assert cfg.max_steps == 10 and isinstance(cfg.max_steps, int)
+    assert from_dict(OptimConfig, {"lr": "5e-2"}).lr == 0.05  # YAML reads 5e-2 as a string
     assert from_dict(SupernetConfig, to_dict(cfg)) == cfg
 
 
