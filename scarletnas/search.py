@@ -259,7 +259,6 @@ def _save_state(uri: str, algorithm: NSGA2, problem: NASProblem, gen: int,
 def _restore(algorithm: NSGA2, problem: NASProblem, state: dict) -> None:
     for rec in state["cache"]:
         problem.cache[tuple(rec["genes"])] = rec
-    problem.requests, problem.hits = state["requests"], state["hits"]
     algorithm._initialize()
     pop = Population.new("X", np.array(state["population"]["X"], dtype=int))
     algorithm.evaluator.eval(problem, pop)  # from the cache: nothing is scored again

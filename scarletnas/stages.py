@@ -90,8 +90,8 @@ def _scorer(cfg: PipelineConfig, supernet_path: str, splits: Splits):
     supernet = load_supernet(supernet_path)
     device = resolve_device(cfg.supernet.device)
     devices = None if device.type == "cuda" else [device]
-    return supernet, make_scorer(supernet, splits, cfg.eval, devices=devices, seed=cfg.search.seed,
-                                 amp=cfg.supernet.amp)
+    return make_scorer(supernet, splits, cfg.eval, devices=devices, seed=cfg.search.seed,
+                       amp=cfg.supernet.amp)
 
 
 def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> tuple[dict, str]:
@@ -139,7 +139,7 @@ def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str
     from .search import run_search
 
     splits, space = load(cfg)
-    _, scorer = _scorer(cfg, supernet_path, splits)
+    scorer = _scorer(cfg, supernet_path, splits)
     latency = None
     if cfg.search.needs_latency:
         from .train import resolve_device
