@@ -10,7 +10,8 @@ from .space import ArchError, SearchSpace
 
 
 def _space_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--space", default="imagenet", help="search space preset: imagenet or small")
+    p.add_argument("--space", default="imagenet",
+                   help="search space preset: imagenet, small or compact")
     p.add_argument("--num-classes", type=int, help="override the preset's class count")
     p.add_argument("--input-size", type=int, help="override the preset's input resolution")
 
@@ -123,6 +124,7 @@ def cmd_train_supernet(args) -> int:
                                            warmup_epochs=min(1.0, args.epochs / 10)),
                          sampling=args.sampling, stabilizer=not args.no_stabilizer,
                          stabilizer_init=args.stabilizer_init, seed=args.seed,
+                         zero_init_residual=not args.no_zero_init_residual,
                          device=args.device)
     supernet, result = train_supernet(space, splits, cfg, checkpoint_uri=args.checkpoint)
     save_supernet(args.out, supernet.cpu(), {"steps": result.steps})
@@ -224,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--sampling", default="uniform", help="uniform or fair")
     train.add_argument("--no-stabilizer", action="store_true", help="plain identity skips")
-    train.add_argument("--stabilizer-init", default="kaiming", help="kaiming or identity")
+    train.add_argument("--stabilizer-init", default="identity", help="identity or kaiming")
+    train.add_argument("--no-zero-init-residual", action="store_true",
+                       help="start residual choices at the release init, not the identity")
     train.add_argument("--checkpoint", help="resume state URI (local or s3://)")
     train.add_argument("--out", required=True, help="where to write supernet.pt")
     train.set_defaults(func=cmd_train_supernet)

@@ -119,8 +119,12 @@ def release_conv_init(conv: nn.Conv2d) -> None:
         nn.init.zeros_(conv.bias)
 
 
-def init_weights(model: nn.Module) -> None:
-    """The released models' initialization (stabilizers keep their own)."""
+def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
+    """The released models' initialization (stabilizers keep their own).
+
+    ``zero_init_residual`` zeroes the last BN scale of every residual MBConv,
+    so each residual choice starts as the identity (see ``zero_residual_branches``).
+    """
     for m in model.modules():
         if isinstance(m, Stabilizer):
             m.reset_parameters()
@@ -133,3 +137,24 @@ def init_weights(model: nn.Module) -> None:
             bound = 1.0 / math.sqrt(m.weight.size(0))
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        zero_residual_branches(model)
+
+
+def zero_residual_branches(model: nn.Module) -> int:
+    """Zero the scale of the last BN of every residual MBConv; returns how many.
+
+    Why: under weight sharing every residual choice of a layer adds its own
+    unit-variance branch to the stream, so two paths that differ anywhere
+    see different noise summed over every layer, and the shared weights
+    never agree (docs/reproduction.md measures it: sampled paths stay near
+    chance). Started at zero, each branch is the identity, every path begins
+    as the same network and the branches grow only as far as the data asks.
+    Goyal et al. (2017) use the same init for large-batch ResNets.
+    """
+    count = 0
+    for m in model.modules():
+        if isinstance(m, MBConv) and m.residual:
+            nn.init.zeros_(m.project[1].weight)
+            count += 1
+    return count

@@ -37,10 +37,15 @@ class Supernet(Network):
 
     With ``stabilizer=True`` (SCARLET) each skip choice is a bare 1x1 conv;
     with ``stabilizer=False`` it is a plain identity (the paper's ablation).
+    The defaults start every residual choice and every stabilizer as the
+    identity (``zero_init_residual``, ``stabilizer_init="identity"``), so all
+    paths begin as one network: without that, uniformly sampled paths stay
+    near chance (docs/reproduction.md).
     """
 
     def __init__(self, space: SearchSpace, stabilizer: bool = True,
-                 stabilizer_init: str = "kaiming", dropout: float = 0.0):
+                 stabilizer_init: str = "identity", dropout: float = 0.0,
+                 zero_init_residual: bool = True):
         layers = nn.ModuleList(
             nn.ModuleDict({
                 space.choices[g].token: ops.build_choice(space, i, space.choices[g],
@@ -50,8 +55,9 @@ class Supernet(Network):
         super().__init__(space, layers, dropout)
         self.stabilizer = stabilizer
         self.stabilizer_init = stabilizer_init
+        self.zero_init_residual = zero_init_residual
         self._tokens = space.tokens
-        ops.init_weights(self)
+        ops.init_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor, arch: str | Sequence[int]) -> torch.Tensor:
         genes = self.space.parse(arch)
@@ -134,8 +140,10 @@ class Supernet(Network):
 
 
 def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,
-                   stabilizer_init: str = "kaiming", dropout: float = 0.0) -> Supernet:
-    return Supernet(space or SearchSpace.imagenet(), stabilizer, stabilizer_init, dropout)
+                   stabilizer_init: str = "identity", dropout: float = 0.0,
+                   zero_init_residual: bool = True) -> Supernet:
+    return Supernet(space or SearchSpace.imagenet(), stabilizer, stabilizer_init, dropout,
+                    zero_init_residual)
 
 
 __all__ = ["Arch", "Network", "Supernet", "build_supernet"]

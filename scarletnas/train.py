@@ -297,7 +297,8 @@ def train_supernet(space: SearchSpace, splits: Splits, cfg: SupernetConfig, *,
     device = resolve_device(cfg.device)
     rank, world_size = world()
     torch.manual_seed(cfg.seed)
-    supernet = _prepare(Supernet(space, cfg.stabilizer, cfg.stabilizer_init), device, cfg)
+    supernet = _prepare(Supernet(space, cfg.stabilizer, cfg.stabilizer_init,
+                                 zero_init_residual=cfg.zero_init_residual), device, cfg)
     batches = Batches(splits, "train", cfg.optim.batch_size, train=True, augment=cfg.augment,
                       seed=cfg.seed, device=device, rank=rank, world=world_size,
                       channels_last=cfg.channels_last)

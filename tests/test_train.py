@@ -96,7 +96,9 @@ def test_fair_step_trains_every_choice(tiny_space, digits):
 
     torch.manual_seed(0)
     init = Supernet(tiny_space)  # the same init as train_supernet's (seed 0)
-    supernet, _ = train_supernet(tiny_space, digits, _supernet_cfg(sampling="fair", max_steps=1))
+    # two steps: a residual branch starts with its last BN scale at zero, so its
+    # inner weights get their first non-zero gradient in the second step
+    supernet, _ = train_supernet(tiny_space, digits, _supernet_cfg(sampling="fair", max_steps=2))
     for (name, p), (_, q) in zip(supernet.named_parameters(), init.named_parameters(),
                                  strict=True):
         assert not torch.equal(p, q), f"{name} was not trained by the fair step"
