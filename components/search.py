@@ -6,8 +6,9 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
            kfp_run_id: str, dataset: Input[Dataset], supernet: Input[Model],
            front: Output[Artifact], pareto: Output[HTML], metrics: Output[Metrics]
-           ) -> NamedTuple("SearchOutputs", [("selected", list)]):
-    """NSGA-II over the supernet; outputs the Pareto front and the archs to retrain."""
+           ) -> NamedTuple("SearchOutputs", [("selected", list), ("warning", str)]):
+    """NSGA-II over the supernet; outputs the Pareto front, the archs to retrain and the
+    supernet's warning ('' when its sampled paths showed it learned)."""
     import os
     import shutil
     from collections import namedtuple
@@ -24,4 +25,4 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
     shutil.copyfile(out["files"]["pareto.html"], pareto.path)
     for k, v in out["metrics"].items():
         metrics.log_metric(k, v)
-    return namedtuple("SearchOutputs", ["selected"])(out["selected"])
+    return namedtuple("SearchOutputs", ["selected", "warning"])(out["selected"], out["warning"])

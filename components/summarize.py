@@ -3,7 +3,7 @@ from typing import List
 from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
 
 
-def summarize(config: str, tracking_uri: str, parent_run_id: str,
+def summarize(config: str, tracking_uri: str, parent_run_id: str, warning: str,
               summaries: Input[List[Artifact]], leaderboard: Output[Markdown],
               metrics: Output[Metrics]):
     """Leaderboard of the retrained models; alias the champion in the registry."""
@@ -17,7 +17,7 @@ def summarize(config: str, tracking_uri: str, parent_run_id: str,
         with open(artifact.path) as f:
             rows.append(json.load(f))
     with tracker:
-        out, markdown = stages.summarize(cfg, rows, tracker)
+        out, markdown = stages.summarize(cfg, rows, tracker, warning=warning)
     with open(leaderboard.path, "w") as f:
         f.write(markdown)
     for k, v in out["metrics"].items():

@@ -66,8 +66,9 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     default_config = json.dumps(to_dict(cfg), sort_keys=True)
 
     @dsl.pipeline(name="retrain-and-summarize")
-    def retrain_and_summarize(selected: list, config: str, tracking_uri: str, parent_run_id: str,
-                              checkpoint_root: str, dataset: dsl.Input[dsl.Dataset]):
+    def retrain_and_summarize(selected: list, warning: str, config: str, tracking_uri: str,
+                              parent_run_id: str, checkpoint_root: str,
+                              dataset: dsl.Input[dsl.Dataset]):
         """Fan out over the selected archs, then collect. (A nested pipeline: the
         loop iterates over a pipeline input, which every KFP backend handles.)"""
         common = {"config": config, "tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
@@ -79,7 +80,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
             evaluation = _pod_settings(
                 c.evaluate(**common, dataset=dataset, model=model.outputs["model"]),
                 res, gpu=False, cache=False)
-        _pod_settings(c.summarize(**common,
+        _pod_settings(c.summarize(**common, warning=warning,
                                   summaries=dsl.Collected(evaluation.outputs["summary"])),
                       res, gpu=False, cache=False)
 
@@ -116,7 +117,8 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
                 c.search(**common, **resumable, dataset=data.outputs["dataset"],
                          supernet=supernet.outputs["supernet"]),
                 res, gpu=True, retry=True, cache=False)
-            retrain_and_summarize(selected=found.outputs["selected"], **common,
+            retrain_and_summarize(selected=found.outputs["selected"],
+                                  warning=found.outputs["warning"], **common,
                                   checkpoint_root=checkpoint_root,
                                   dataset=data.outputs["dataset"])
 

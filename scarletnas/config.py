@@ -108,13 +108,16 @@ class RunConfig:
 class SupernetConfig(RunConfig):
     sampling: str = "uniform"  # uniform (SPOS) or fair (FairNAS strict fairness)
     stabilizer: bool = True
-    stabilizer_init: str = "kaiming"  # or identity
+    stabilizer_init: str = "identity"  # or kaiming (a fresh conv)
+    zero_init_residual: bool = True  # every residual choice starts as the identity
     warm_up_ops: bool = True  # CUDA: run every choice op once before training
+    check_paths: int = 20  # random paths scored after training to tell if it learned
 
     def __post_init__(self):
         super().__post_init__()
         _choice("sampling", self.sampling, ("uniform", "fair"))
         _choice("stabilizer_init", self.stabilizer_init, ("kaiming", "identity"))
+        _check(self.check_paths >= 0, "supernet.check_paths must be >= 0 (0: no check)")
 
 
 @dataclass
@@ -191,12 +194,12 @@ class SearchConfig:
 class SpaceConfig:
     """The search space; classes and input size come from the data."""
 
-    preset: str = "small"  # small (16-32 px inputs) or imagenet
+    preset: str = "compact"  # compact (the local default), small (19 layers) or imagenet
     width_mult: float = 0.5
     allow_skip: bool = True
 
     def __post_init__(self):
-        _choice("space.preset", self.preset, ("small", "imagenet"))
+        _choice("space.preset", self.preset, ("compact", "small", "imagenet"))
         _check(self.width_mult > 0, "space.width_mult must be positive")
 
 
@@ -251,7 +254,7 @@ class ResourcesConfig:
 
 
 def _local_supernet() -> SupernetConfig:
-    return SupernetConfig(optim=OptimConfig(epochs=14, warmup_epochs=1, lr=0.1), log_every=10)
+    return SupernetConfig(optim=OptimConfig(epochs=18, warmup_epochs=1, lr=0.1), log_every=10)
 
 
 def _local_retrain() -> RetrainConfig:

@@ -53,7 +53,7 @@ def curve_png(points: list[tuple[int, float]], title: str, ylabel: str) -> bytes
     return figure_png(fig, dpi=100)
 
 
-def pareto_png(result: SearchResult, title: str = "Pareto front") -> bytes:
+def pareto_png(result: SearchResult, title: str = "Pareto front", warning: str = "") -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
@@ -85,11 +85,16 @@ def pareto_png(result: SearchResult, title: str = "Pareto front") -> bytes:
     ax2.set_ylabel("hypervolume (normalized)")
     ax2.set_title("Hypervolume per generation")
     ax2.grid(alpha=0.3)
+    if warning:
+        fig.suptitle(warning.split(":")[0] + ": supernet scores are noise", color="tab:red",
+                     fontweight="bold")
     return figure_png(fig)
 
 
-def pareto_html(result: SearchResult, png: bytes, title: str = "SCARLET-NAS search") -> str:
-    """One page, no external resources: the plot inline and the front as a table."""
+def pareto_html(result: SearchResult, png: bytes, title: str = "SCARLET-NAS search",
+                warning: str = "") -> str:
+    """One page, no external resources: the plot inline and the front as a table.
+    A ``warning`` (a supernet that has not learned) stands above everything."""
     img = base64.b64encode(png).decode()
     selected = {r["arch"] for r in result.selected}
 
@@ -102,6 +107,8 @@ def pareto_html(result: SearchResult, png: bytes, title: str = "SCARLET-NAS sear
 
     rows = "\n".join(row(r) for r in sorted(result.front, key=lambda r: r["madds"]))
     hv = result.hypervolume[-1] if result.hypervolume else 0.0
+    banner = (f'<p class=warn role=alert><b>Warning:</b> {html.escape(warning)}</p>\n'
+              if warning else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -110,8 +117,9 @@ table {{ border-collapse: collapse; font-size: 13px; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 td:first-child {{ text-align: left; }}
 tr.sel {{ background: #fff3c4; }}
+p.warn {{ background: #fde2e1; border: 2px solid #c62828; padding: .6em; }}
 </style></head><body>
-<h2>{html.escape(title)}</h2>
+{banner}<h2>{html.escape(title)}</h2>
 <p>Objectives: {", ".join(result.objectives)}. {len(result.evaluated)} archs evaluated,
 {len(result.front)} on the front, final hypervolume {hv:.4f},
 cache hit rate {100 * result.cache_hit_rate:.1f}%. Highlighted rows are selected for retraining.</p>
@@ -123,16 +131,17 @@ cache hit rate {100 * result.cache_hit_rate:.1f}%. Highlighted rows are selected
 """
 
 
-def write_search_outputs(result: SearchResult, out_dir: str) -> dict[str, str]:
+def write_search_outputs(result: SearchResult, out_dir: str,
+                         warning: str = "") -> dict[str, str]:
     """Write every output under ``out_dir`` (local or s3://); returns their URIs."""
-    png = pareto_png(result)
+    png = pareto_png(result, warning=warning)
     files = {
         "front.json": json.dumps({k: v for k, v in result.to_dict().items() if k != "evaluated"},
                                  indent=1).encode(),
         "front.csv": _csv(result.front),
         "evaluated.csv": _csv(result.evaluated),
         "pareto.png": png,
-        "pareto.html": pareto_html(result, png).encode(),
+        "pareto.html": pareto_html(result, png, warning=warning).encode(),
     }
     out = {}
     for name, data in files.items():

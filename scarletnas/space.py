@@ -165,8 +165,28 @@ class SearchSpace:
         return cls(**kw)
 
     @classmethod
+    def compact(cls, num_classes: int = 10, input_size: int = 16, width_mult: float = 0.5,
+                **overrides) -> SearchSpace:
+        """8 layers in two stages for 8-32 px inputs: the local default.
+
+        Stride-2 stem, four layers, a stride-2 transition, three more; every
+        layer but the transition may skip. Why not ``small``'s 19 layers: a
+        weight-shared supernet needs on the order of a thousand steps per
+        layer's worth of choices to agree across paths, and every layer that
+        changes width (six in ``small``) mixes unrelated choices without a
+        residual to carry the signal. Two stages keep one such layer, train
+        in the minutes a laptop run has, and still rank (docs/reproduction.md).
+        """
+        kw = dict(num_classes=num_classes, input_size=input_size, width_mult=width_mult,
+                  stem_channels=64, stem_stride=2, separable_channels=64,
+                  layer_channels=(64,) * 4 + (96,) * 4, layer_strides=(1,) * 4 + (2,) + (1,) * 3,
+                  head_channels=256)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
     def named(cls, name: str, **overrides) -> SearchSpace:
-        presets = {"imagenet": cls.imagenet, "small": cls.small}
+        presets = {"imagenet": cls.imagenet, "small": cls.small, "compact": cls.compact}
         try:
             return presets[name.lower()](**overrides)
         except KeyError:

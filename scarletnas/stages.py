@@ -75,12 +75,46 @@ def train_supernet(cfg: PipelineConfig, out_path: str, checkpoint_uri: str,
     t = time.perf_counter()
     supernet, result = train(space, splits, cfg.supernet, checkpoint_uri=checkpoint_uri or None,
                              callback=on_metrics)
-    save_supernet(out_path, supernet.cpu(), {"steps": result.steps})
+    minutes = (time.perf_counter() - t) / 60
+    check = check_supernet(cfg, supernet, splits, tracker)
+    save_supernet(out_path, supernet.cpu(), {"steps": result.steps, "path_check": check})
     _log_png(tracker, curve_png(curve, "supernet training loss", "loss"), "supernet_loss.png")
-    return {"steps": result.steps, "resumed_from_step": result.resumed_from,
-            "final_loss": last.get("supernet/loss", float("nan")),
-            "final_train_acc": last.get("supernet/acc", float("nan")),
-            "minutes": (time.perf_counter() - t) / 60}
+    out = {"steps": result.steps, "resumed_from_step": result.resumed_from,
+           "final_loss": last.get("supernet/loss", float("nan")),
+           "final_train_acc": last.get("supernet/acc", float("nan")), "minutes": minutes}
+    if check:
+        out.update({"sampled_top1_mean": check["top1_mean"],
+                    "sampled_top1_std": check["top1_std"], "learned": int(check["learned"])})
+    return out
+
+
+def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Tracker) -> dict:
+    """Score random paths of a trained supernet and say loudly if it has not learned:
+    a warning in the log, MLflow metrics, and tags on this run and the parent run."""
+    import logging
+
+    from .evaluate import sampled_path_check
+
+    if not cfg.supernet.check_paths:
+        return {}
+    check = sampled_path_check(supernet, splits, cfg.eval, cfg.supernet.check_paths,
+                               seed=cfg.search.seed, amp=cfg.supernet.amp)
+    tracker.metrics({f"supernet/sampled_top1_{k}": check[f"top1_{k}"]
+                     for k in ("mean", "std", "min", "max")})
+    tracker.metrics({"supernet/learned": int(check["learned"])})
+    tags = {"supernet_learned": str(check["learned"]).lower()}
+    tracker.tags(tags)
+    tracker.parent_tags(tags)
+    if check["warning"]:
+        logging.getLogger("scarletnas").warning(check["warning"])
+    return check
+
+
+def supernet_warning(supernet_path: str) -> str:
+    """The warning a supernet's own check recorded when it was saved ('' if none)."""
+    from .train import load_weights
+
+    return load_weights(supernet_path).get("meta", {}).get("path_check", {}).get("warning", "")
 
 
 def _scorer(cfg: PipelineConfig, supernet_path: str, splits: Splits):
@@ -95,7 +129,10 @@ def _scorer(cfg: PipelineConfig, supernet_path: str, splits: Splits):
 
 
 def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> tuple[dict, str]:
-    """Kendall tau / Spearman of supernet vs stand-alone accuracy: (report, markdown)."""
+    """Kendall tau / Spearman of supernet vs stand-alone accuracy: (report, markdown).
+    A tau that is not significantly positive heads the report as a warning."""
+    import logging
+
     import numpy as np
 
     from .config import OptimConfig, RetrainConfig
@@ -121,7 +158,18 @@ def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> 
                         "ranking/standalone_top1": row["standalone_top1"]}, i))
     tracker.metrics({f"ranking/{k}": report[k] for k in ("kendall_tau", "spearman_rho")})
     tracker.dict(report, "ranking.json")
-    lines = ["# Ranking check", "",
+    significant = report["kendall_tau"] > 0 and report["kendall_p"] < 0.05
+    tags = {"ranking_significant": str(significant).lower()}
+    tracker.tags(tags)
+    tracker.parent_tags(tags)
+    lines = []
+    if not significant:
+        warning = (f"RANKING NOT SIGNIFICANT: Kendall tau {report['kendall_tau']:.3f} "
+                   f"(p={report['kendall_p']:.3g}) over {report['n']} archs; the supernet's "
+                   "order of archs may be noise.")
+        logging.getLogger("scarletnas").warning(warning)
+        lines = [f"> **WARNING** {warning}", ""]
+    lines += ["# Ranking check", "",
              f"Kendall tau **{report['kendall_tau']:.3f}** (p={report['kendall_p']:.3g}), "
              f"Spearman rho **{report['spearman_rho']:.3f}** (p={report['spearman_p']:.3g}) "
              f"over {report['n']} archs trained {cfg.ranking.epochs:g} epochs stand-alone.", "",
@@ -149,11 +197,12 @@ def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str
     result = run_search(space, scorer, cfg.search, latency=latency, state_uri=state_uri or None,
                         callback=lambda gen, stats: tracker.metrics(
                             {f"search/{k}": v for k, v in stats.items()}, gen))
-    files = write_search_outputs(result, out_dir)
+    warning = supernet_warning(supernet_path)
+    files = write_search_outputs(result, out_dir, warning=warning)
     for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
         if not storage.is_s3(files[name]):
             tracker.artifact(files[name], "search")
-    return {"selected": [r["arch"] for r in result.selected], "files": files,
+    return {"selected": [r["arch"] for r in result.selected], "files": files, "warning": warning,
             "metrics": {"front_size": len(result.front), "evaluated": len(result.evaluated),
                         "hypervolume": result.hypervolume[-1],
                         "cache_hit_rate": result.cache_hit_rate,
@@ -219,8 +268,10 @@ def evaluate(cfg: PipelineConfig, model_dir: str, export_dir: str, tracker: Trac
     return summary
 
 
-def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker) -> tuple[dict, str]:
-    """Leaderboard (markdown) and the champion: best test top-1 within budget."""
+def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
+              warning: str = "") -> tuple[dict, str]:
+    """Leaderboard (markdown) and the champion: best test top-1 within budget.
+    ``warning`` (the supernet's, if it has not learned) heads the leaderboard."""
     from .tracking import set_alias
 
     ranked = sorted(summaries, key=lambda s: (-s["test_top1"], s["madds"]))
@@ -230,7 +281,8 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker) -> t
     if champion.get("registered_version") and tracker.active:
         alias_set = set_alias(tracker.tracking_uri, cfg.tracking.registered_model,
                               cfg.tracking.champion_alias, champion["registered_version"])
-    lines = ["# SCARLET-NAS leaderboard", "",
+    lines = [f"> **WARNING** {warning}", ""] if warning else []
+    lines += ["# SCARLET-NAS leaderboard", "",
              "| rank | arch | test top-1 | top-5 | MAdds (M) | params (M) | latency CPU b1 (ms) |",
              "|---|---|---|---|---|---|---|"]
     for i, s in enumerate(ranked, 1):

@@ -54,6 +54,7 @@ class Tracker:
         self.run_id: str | None = None
         self.client = None
         self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
         if not tracking_uri:
             return
         # fail fast rather than retrying for minutes against a dead server
@@ -120,6 +121,16 @@ class Tracker:
     def tags(self, tags: Mapping[str, object]) -> None:
         for k, v in tags.items():
             self._call("set_tag", k, str(v))
+
+    def parent_tags(self, tags: Mapping[str, object]) -> None:
+        """Tags on the pipeline's parent run too, where runs are compared."""
+        if not (self.active and self.parent_run_id):
+            return
+        try:
+            for k, v in tags.items():
+                self.client.set_tag(self.parent_run_id, k, str(v))
+        except Exception as err:  # noqa: BLE001 - tracking must never stop the work
+            log.warning("cannot tag the parent run %s: %s", self.parent_run_id, err)
 
     def artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", str(local_path), artifact_path)
