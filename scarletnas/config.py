@@ -18,7 +18,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot work."""
 
 
-DATASETS = ("digits", "cifar10", "imagefolder")
+DATASETS = ("digits", "distorted-digits", "cifar10", "imagefolder")
 AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
 OPTIMIZERS = ("sgd", "rmsprop")
 
@@ -38,7 +38,7 @@ class DataConfig:
     source: str = ""  # folder or s3:// prefix (cifar10, imagefolder); unused for digits
     input_size: int = 16
     val_fraction: float = 0.2  # carved from the training set, for search and model selection
-    test_fraction: float = 0.2  # digits only: the others ship their own test split
+    test_fraction: float = 0.2  # digits (and distorted-digits) only: the others ship a test split
     eval_batch_size: int = 256
     workers: int = 0  # loader processes for imagefolder
     gpu_decode: bool = False  # imagefolder: decode JPEGs batched on the training device
@@ -54,7 +54,7 @@ class DataConfig:
                "data.val_fraction + data.test_fraction leave too little to train on")
         _check(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
         _check(self.workers >= 0, "data.workers must be >= 0")
-        if self.dataset != "digits":
+        if self.dataset not in ("digits", "distorted-digits"):
             _check(bool(self.source), f"data.source is empty: {self.dataset} needs a folder "
                    "or s3:// prefix holding the dataset")
 

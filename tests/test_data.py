@@ -178,3 +178,23 @@ def test_imagefolder_errors(tmp_path):
         load_splits(DataConfig(dataset="imagefolder", source=str(root)))
     with pytest.raises(DataError, match="train: missing; an image folder dataset has"):
         load_splits(DataConfig(dataset="imagefolder", source=str(tmp_path)))
+
+
+def test_distorted_digits_are_deterministic_and_harder():
+    """Four seeded distortions of every digits image, split before distorting."""
+    from scarletnas.data import DISTORTED_COPIES
+
+    cfg = DataConfig(dataset="distorted-digits", input_size=16)
+    plain, hard = load_splits(DataConfig(dataset="digits", input_size=16)), load_splits(cfg)
+    again = load_splits(cfg)
+    assert hard.name == "distorted-digits" and hard.num_classes == 10
+    for part in ("train", "val", "test"):
+        ours, base = getattr(hard, part), getattr(plain, part)
+        assert len(ours) == DISTORTED_COPIES * len(base)
+        assert torch.equal(ours.labels, base.labels.repeat(DISTORTED_COPIES))
+        assert torch.equal(ours.images, getattr(again, part).images)
+        assert ours.images.dtype == torch.uint8 and ours.images.shape[1:] == (3, 16, 16)
+    copies = hard.train.images.view(DISTORTED_COPIES, -1, 3, 16, 16).float()
+    assert (copies[0] - copies[1]).abs().mean() > 20  # each copy distorted differently
+    other = load_splits(DataConfig(dataset="distorted-digits", input_size=16, seed=1))
+    assert not torch.equal(other.train.images[:50], hard.train.images[:50])
