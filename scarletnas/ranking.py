@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from .complexity import arch_cost, population_cost
+from .complexity import arch_cost, bounds, cost_table, population_cost
 from .config import RetrainConfig
 from .data import Batches, Splits
 from .evaluate import CandidateEvaluator, accuracy
-from .sampling import random_population
+from .sampling import random_population, sample_archs
 from .space import Arch, SearchSpace
 
 
@@ -30,12 +30,27 @@ def rank_correlation(predicted: Sequence[float], actual: Sequence[float]) -> dic
 
 def spread_archs(space: SearchSpace, n: int, rng: np.random.Generator,
                  pool: int = 5000) -> list[Arch]:
-    """n distinct archs at evenly spaced MAdds quantiles of a uniform pool."""
-    candidates = np.unique(random_population(space, pool, rng), axis=0)
+    """n distinct archs at evenly spaced MAdds, from the space's cheapest arch to
+    its dearest, in MAdds order.
+
+    Uniform draws cluster around the middle of the range (an 8-layer draw
+    rarely skips four layers), so the pool also holds archs drawn under
+    budgets spread over the range, and the two extremes themselves.
+    """
+    table = cost_table(space)[0].astype(float)  # -1: not allowed at that layer
+    extremes = np.stack([np.where(table < 0, np.inf, table).argmin(1), table.argmax(1)])
+    lo, hi = bounds(space)
+    parts = [extremes, random_population(space, pool, rng)]
+    for budget in np.linspace(lo.madds, hi.madds, 10)[1:-1]:
+        parts.append(np.asarray(sample_archs(space, max(1, pool // 20), rng, max_madds=budget)))
+    candidates = np.unique(np.concatenate(parts), axis=0)
     madds, _ = population_cost(space, candidates)
-    order = np.argsort(madds, kind="stable")
-    picks = np.unique(np.linspace(0, len(order) - 1, n).round().astype(int))
-    return [tuple(int(g) for g in candidates[order[i]]) for i in picks]
+    picked: list[int] = []
+    for target in np.linspace(madds.min(), madds.max(), n):
+        free = np.setdiff1d(np.arange(len(candidates)), picked)
+        picked.append(int(free[np.argmin(np.abs(madds[free] - target))]))
+    picked.sort(key=lambda i: (madds[i], i))
+    return [tuple(int(g) for g in candidates[i]) for i in picked]
 
 
 def ranking_check(space: SearchSpace, evaluator: CandidateEvaluator, splits: Splits,

@@ -4,7 +4,7 @@ import pytest
 from scarletnas import SearchSpace, build_subnet
 from scarletnas.config import SearchConfig
 from scarletnas.latency import LatencyTable, build_latency_table, model_latency_ms
-from scarletnas.ranking import spread_archs
+from scarletnas.sampling import random_population
 from scarletnas.search import run_search
 
 
@@ -37,7 +37,8 @@ def test_table_predicts_measured_latency_of_20_random_archs(space, table):
     noise, so here every prediction only has to be within 2x of its
     measurement: a gross failure (ops timed at the wrong shape or device, a
     table built for another space) still shows."""
-    archs = spread_archs(space, 20, np.random.default_rng(0))
+    archs = [tuple(int(g) for g in a)
+             for a in random_population(space, 20, np.random.default_rng(0))]
     predicted = [table.predict(a) for a in archs]
     measured = [model_latency_ms(build_subnet(a, space=space), 128, repeats=9) for a in archs]
     ratio = np.array(predicted) / np.array(measured)
