@@ -1,18 +1,21 @@
-"""Reproduce SCARLET's claim at small scale: stabilizer vs plain identity skip.
+"""Reproduce SCARLET's claims at small scale: stabilizer vs plain identity skip
+vs no skip choice, on a proxy whose stand-alone accuracies spread beyond seed noise.
 
-For each variant (stabilizer with the paper's random init, stabilizer
-initialized to the identity, plain identity skip) and each seed, train a
-supernet on the same data with the same budget, then
+For each variant and each seed, train a supernet on the same data with the
+same budget, then
 - record its training-loss curve,
 - score N random paths (BN recalibrated) for the spread of sampled-subnet
   validation accuracy,
 - score M archs spread over the MAdds range and correlate with the same
-  archs trained stand-alone (Kendall tau, Spearman rho).
-Stand-alone accuracies are computed once and shared by every variant.
+  archs trained stand-alone (Kendall tau, Spearman rho, p-values).
+Stand-alone accuracies are computed once and shared by every variant; the
+median arch is also trained with extra seeds to measure seed noise. The
+no-skip variant's space has no skip choice, so its tau is over the ranked
+archs without a skip.
 
 Writes results.json and PNG figures to --out; docs/reproduction.md reads them.
 
-    python bench/reproduce_stabilizer.py --out docs/reproduction --steps 1000
+    python bench/reproduce_stabilizer.py --out docs/reproduction
 """
 
 from __future__ import annotations
@@ -33,22 +36,38 @@ from scarletnas.ranking import rank_correlation, spread_archs
 from scarletnas.sampling import random_population
 from scarletnas.train import train_subnet, train_supernet
 
-VARIANTS = {
-    "stabilizer": {"stabilizer": True, "stabilizer_init": "kaiming"},
-    "stabilizer-identity-init": {"stabilizer": True, "stabilizer_init": "identity"},
+VARIANTS = {  # supernet options; "allow_skip" changes the space
+    "stabilizer": {"stabilizer": True, "stabilizer_init": "identity"},
+    "stabilizer-kaiming": {"stabilizer": True, "stabilizer_init": "kaiming"},
     "identity": {"stabilizer": False},
+    "no-skip": {"allow_skip": False},
 }
+COLORS = {"stabilizer": "tab:red", "stabilizer-kaiming": "tab:orange", "identity": "tab:blue",
+          "no-skip": "tab:green"}
+
+
+def standalone(space, arch, splits, args, seed: int = 0) -> float:
+    retrain = RetrainConfig(optim=OptimConfig(epochs=args.standalone_epochs, warmup_epochs=0.5,
+                                              batch_size=args.batch, lr=args.lr),
+                            dropout=0.1, eval_every_epochs=1000, log_every=10**6, seed=seed)
+    model, _ = train_subnet(space, arch, splits, retrain)
+    return accuracy(model, Batches(splits, "val", 256, train=False))["top1"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/reproduction")
-    p.add_argument("--steps", type=int, default=1000, help="supernet steps per run")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--dataset", default="distorted-digits")
+    p.add_argument("--space", default="compact")
+    p.add_argument("--steps", type=int, default=600, help="supernet steps per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=["stabilizer", "identity", "no-skip"],
+                   choices=list(VARIANTS))
     p.add_argument("--sampled", type=int, default=20, help="random paths scored per supernet")
-    p.add_argument("--ranked", type=int, default=10, help="archs trained stand-alone")
-    p.add_argument("--standalone-epochs", type=float, default=8)
+    p.add_argument("--ranked", type=int, default=20, help="archs trained stand-alone")
+    p.add_argument("--noise-seeds", type=int, default=3,
+                   help="seeds the median ranked arch is trained with, for seed noise")
+    p.add_argument("--standalone-epochs", type=float, default=5)
     p.add_argument("--input-size", type=int, default=16)
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=64)
@@ -56,58 +75,80 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    data = DataConfig(input_size=args.input_size)
-    splits = load_splits(data)
-    space = SearchSpace.small(num_classes=splits.num_classes, input_size=args.input_size,
-                              width_mult=args.width)
+    splits = load_splits(DataConfig(dataset=args.dataset, input_size=args.input_size))
+    space = SearchSpace.named(args.space, num_classes=splits.num_classes,
+                              input_size=args.input_size, width_mult=args.width)
     per_epoch = len(splits.train) // args.batch
     epochs = args.steps / per_epoch
     eval_cfg = EvalConfig(calib_batches=8, calib_batch_size=64)
     ranked = spread_archs(space, args.ranked, np.random.default_rng(1234))
-    sampled = [tuple(int(g) for g in r) for r in
-               random_population(space, args.sampled, np.random.default_rng(99))]
 
     results = {"settings": {**vars(args), "space": space.to_dict(), "data": splits.describe(),
                             "supernet_epochs": epochs, "torch": torch.__version__},
-               "standalone": [], "runs": []}
+               "standalone": [], "seed_noise": [], "runs": []}
     t0 = time.time()
-    retrain = RetrainConfig(optim=OptimConfig(epochs=args.standalone_epochs, warmup_epochs=0.5,
-                                              batch_size=args.batch, lr=args.lr),
-                            dropout=0.0, eval_every_epochs=1000, log_every=1000)
     for arch in ranked:
-        model, _ = train_subnet(space, arch, splits, retrain)
-        val = accuracy(model, Batches(splits, "val", 256, train=False))
-        results["standalone"].append({"arch": space.format(arch), "val_top1": val["top1"]})
-        print(json.dumps({"standalone": space.format(arch), "val_top1": val["top1"],
+        top1 = standalone(space, arch, splits, args)
+        results["standalone"].append({"arch": space.format(arch), "val_top1": top1})
+        print(json.dumps({"standalone": space.format(arch), "val_top1": top1,
                           "elapsed_s": round(time.time() - t0)}), flush=True)
     actual = [r["val_top1"] for r in results["standalone"]]
+    median = ranked[int(np.argsort(actual)[len(actual) // 2])]
+    noise = [actual[ranked.index(median)]] + [standalone(space, median, splits, args, seed)
+                                              for seed in range(1, args.noise_seeds)]
+    results["seed_noise"] = {"arch": space.format(median), "val_top1": noise,
+                             "std": float(np.std(noise, ddof=1)) if len(noise) > 1 else 0.0,
+                             "spread_std": float(np.std(actual, ddof=1))}
+    print(json.dumps(results["seed_noise"]), flush=True)
 
     for seed in args.seeds:
         for name in args.variants:
+            opts = dict(VARIANTS[name])
+            run_space = space.with_(allow_skip=opts.pop("allow_skip", True))
+            keep = [i for i, a in enumerate(ranked)
+                    if run_space.allow_skip or space.skip_index not in a]
+            sampled = [tuple(int(g) for g in r) for r in
+                       random_population(run_space, args.sampled, np.random.default_rng(99))]
             curve: list[tuple[int, float]] = []
             optim = OptimConfig(epochs=epochs, warmup_epochs=min(1.0, epochs / 10),
                                 batch_size=args.batch, lr=args.lr)
-            cfg = SupernetConfig(optim=optim, seed=seed, log_every=per_epoch, **VARIANTS[name])
+            cfg = SupernetConfig(optim=optim, seed=seed, log_every=per_epoch, check_paths=0,
+                                 **opts)
             supernet, _ = train_supernet(
-                space, splits, cfg,
+                run_space, splits, cfg,
                 callback=lambda m, s, c=curve: c.append((s, m["supernet/loss"]))
                 if "supernet/loss" in m else None)
             evaluator = CandidateEvaluator(supernet, splits, eval_cfg, seed=seed)
             spread = [evaluator(a)["top1"] for a in sampled]
-            predicted = [evaluator(a)["top1"] for a in ranked]
+            predicted = [evaluator(ranked[i])["top1"] for i in keep]
             run = {"variant": name, "seed": seed, "loss_curve": curve,
                    "final_loss": float(np.mean([v for _, v in curve[-3:]])),
                    "sampled_top1": spread, "sampled_mean": float(np.mean(spread)),
                    "sampled_std": float(np.std(spread)), "ranked_predicted": predicted,
-                   **rank_correlation(predicted, actual)}
+                   **rank_correlation(predicted, [actual[i] for i in keep])}
             results["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items()
                               if k not in ("loss_curve", "sampled_top1", "ranked_predicted")}
                              | {"elapsed_s": round(time.time() - t0)}), flush=True)
             (out / "results.json").write_text(json.dumps(results, indent=1))
+    summary = summarize(results)
+    results["summary"] = summary
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps({"summary": summary}, indent=1))
     plot(results, out)
+
+
+def summarize(results: dict) -> dict:
+    """Per variant: mean and std over seeds of loss, sampled accuracy and tau."""
+    out = {}
+    for name in dict.fromkeys(r["variant"] for r in results["runs"]):
+        runs = [r for r in results["runs"] if r["variant"] == name]
+        out[name] = {"seeds": len(runs), "n_ranked": runs[0]["n"]}
+        for key in ("final_loss", "sampled_mean", "sampled_std", "kendall_tau", "kendall_p"):
+            values = [r[key] for r in runs]
+            out[name][key] = [float(np.mean(values)), float(np.std(values))]
+    return out
 
 
 def plot(results: dict, out: Path) -> None:
@@ -116,17 +157,17 @@ def plot(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"stabilizer": "tab:red", "stabilizer-identity-init": "tab:orange",
-              "identity": "tab:blue"}
+    colors = COLORS
+    dataset = results["settings"]["dataset"]
     fig, ax = plt.subplots(figsize=(7, 4))
+    styles = dict(zip(results["settings"]["seeds"], ("-", "--", ":", "-.") * 8, strict=False))
     for run in results["runs"]:
         steps, loss = zip(*run["loss_curve"], strict=True)
-        ax.plot(steps, loss, color=colors[run["variant"]], alpha=0.8,
-                linestyle="-" if run["seed"] == results["settings"]["seeds"][0] else "--",
+        ax.plot(steps, loss, color=colors[run["variant"]], alpha=0.8, linestyle=styles[run["seed"]],
                 label=f"{run['variant']} (seed {run['seed']})")
     ax.set_xlabel("supernet step")
     ax.set_ylabel("training loss (per epoch)")
-    ax.set_title("Supernet training loss on digits")
+    ax.set_title(f"Supernet training loss on {dataset}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=120)
