@@ -110,22 +110,17 @@ def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Track
     return check
 
 
-def supernet_warning(supernet_path: str) -> str:
-    """The warning a supernet's own check recorded when it was saved ('' if none)."""
-    from .train import load_weights
-
-    return load_weights(supernet_path).get("meta", {}).get("path_check", {}).get("warning", "")
-
-
 def _scorer(cfg: PipelineConfig, supernet_path: str, splits: Splits):
+    """(the supernet's saved warning, a batch scorer over it)."""
     from .evaluate import make_scorer
     from .train import load_supernet, resolve_device
 
     supernet = load_supernet(supernet_path)
     device = resolve_device(cfg.supernet.device)
     devices = None if device.type == "cuda" else [device]
-    return make_scorer(supernet, splits, cfg.eval, devices=devices, seed=cfg.search.seed,
-                       amp=cfg.supernet.amp)
+    scorer = make_scorer(supernet, splits, cfg.eval, devices=devices, seed=cfg.search.seed,
+                         amp=cfg.supernet.amp)
+    return supernet.path_check.get("warning", ""), scorer
 
 
 def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> tuple[dict, str]:
@@ -187,7 +182,7 @@ def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str
     from .search import run_search
 
     splits, space = load(cfg)
-    scorer = _scorer(cfg, supernet_path, splits)
+    warning, scorer = _scorer(cfg, supernet_path, splits)
     latency = None
     if cfg.search.needs_latency:
         from .train import resolve_device
@@ -197,7 +192,6 @@ def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str
     result = run_search(space, scorer, cfg.search, latency=latency, state_uri=state_uri or None,
                         callback=lambda gen, stats: tracker.metrics(
                             {f"search/{k}": v for k, v in stats.items()}, gen))
-    warning = supernet_warning(supernet_path)
     files = write_search_outputs(result, out_dir, warning=warning)
     for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
         if not storage.is_s3(files[name]):

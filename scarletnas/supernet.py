@@ -56,6 +56,7 @@ class Supernet(Network):
         self.stabilizer = stabilizer
         self.stabilizer_init = stabilizer_init
         self.zero_init_residual = zero_init_residual
+        self.path_check: dict = {}  # sampled-path check of a trained supernet (load_supernet)
         self._tokens = space.tokens
         ops.init_weights(self, zero_init_residual)
 

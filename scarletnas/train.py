@@ -379,4 +379,5 @@ def load_supernet(uri: str) -> Supernet:
     supernet = Supernet(SearchSpace.from_dict(meta["space"]), meta["stabilizer"],
                         meta["stabilizer_init"])
     supernet.load_state_dict(blob["state_dict"])
+    supernet.path_check = meta.get("path_check", {})  # the check run when it was saved
     return supernet
