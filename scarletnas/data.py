@@ -99,15 +99,20 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0, 1]) of a uint8 training split, for normalising."""
+    pixels = images.float().div(255)
+    return (tuple(pixels.mean((0, 2, 3)).tolist()),
+            tuple(pixels.std((0, 2, 3)).clamp_min(1e-3).tolist()))
+
+
 def _tensor_splits(name, train_x, train_y, test_x, test_y, cfg: DataConfig, num_classes,
                    flip) -> Splits:
     keep, val = _stratified_split(train_y, cfg.val_fraction, cfg.seed)
     to_set = lambda x, y: TensorSet(_resize(torch.from_numpy(x), cfg.input_size),  # noqa: E731
                                     torch.from_numpy(y.astype(np.int64)))
     train = to_set(train_x[keep], train_y[keep])
-    pixels = train.images.float().div(255)
-    mean = tuple(pixels.mean((0, 2, 3)).tolist())
-    std = tuple(pixels.std((0, 2, 3)).clamp_min(1e-3).tolist())
+    mean, std = _channel_stats(train.images)
     return Splits(train, to_set(train_x[val], train_y[val]), to_set(test_x, test_y), num_classes,
                   cfg.input_size, mean, std, flip, name)
 
@@ -167,9 +172,7 @@ def load_distorted_digits(cfg: DataConfig) -> Splits:
                          part.labels.repeat(DISTORTED_COPIES))
 
     train, val, test = hard(base.train, 1), hard(base.val, 2), hard(base.test, 3)
-    pixels = train.images.float().div(255)
-    mean = tuple(pixels.mean((0, 2, 3)).tolist())
-    std = tuple(pixels.std((0, 2, 3)).clamp_min(1e-3).tolist())
+    mean, std = _channel_stats(train.images)
     return Splits(train, val, test, 10, cfg.input_size, mean, std, False, "distorted-digits")
 
 
