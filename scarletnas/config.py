@@ -7,6 +7,7 @@ keys, wrong types and impossible values before any work starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import typing
@@ -321,28 +322,34 @@ def pipeline_config_from_json(text: str) -> PipelineConfig:
 T = typing.TypeVar("T")
 
 
-def from_dict(cls: type[T], data: Mapping | None, where: str = "") -> T:
-    """Build ``cls`` from a mapping, checking keys and types recursively."""
+def from_dict(cls: type[T], data: Mapping | None, where: str = "", base: T | None = None) -> T:
+    """Build ``cls`` from a mapping, checking keys and types recursively.
+
+    Keys the mapping leaves out keep their value in ``base`` (default: ``cls()``),
+    section by section, so ``supernet.stabilizer=false`` changes that one key and
+    leaves the pipeline's supernet epochs and lr as they were.
+    """
     data = dict(data or {})
+    base = cls() if base is None else base
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)}; "
                           f"valid keys: {', '.join(names)}")
-    kwargs = {}
+    kwargs = {name: copy.deepcopy(getattr(base, name)) for name in names}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, where + name)
+        kwargs[name] = _coerce(hints[name], value, where + name, kwargs[name])
     return cls(**kwargs)
 
 
-def _coerce(tp, value, path: str):
+def _coerce(tp, value, path: str, current=None):
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path} must be a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, path + ".")
+        return from_dict(tp, value, path + ".", base=current)
     if tp is bool:
         if isinstance(value, bool):
             return value

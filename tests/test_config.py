@@ -1,12 +1,16 @@
+import copy
+
 import pytest
 
 from scarletnas.config import (
     ConfigError,
     DataConfig,
     OptimConfig,
+    PipelineConfig,
     RetrainConfig,
     SupernetConfig,
     from_dict,
+    load_pipeline_config,
     to_dict,
 )
 
@@ -37,3 +41,37 @@ def test_from_dict_builds_nested_configs():
 def test_bad_config_is_a_clear_error(cls, data, msg):
     with pytest.raises(ConfigError, match=msg):
         from_dict(cls, data)
+
+
+def test_one_override_changes_only_the_key_it_names():
+    """--set a.b=x merges onto the pipeline's defaults; the section's other keys stay."""
+    defaults = to_dict(PipelineConfig())
+    for override, key, value in [("supernet.stabilizer=false", ("supernet", "stabilizer"), False),
+                                 ("search.generations=10", ("search", "generations"), 10),
+                                 ("supernet.optim.lr=0.3", ("supernet", "optim", "lr"), 0.3)]:
+        changed = to_dict(load_pipeline_config(None, [override]))
+        expected = copy.deepcopy(defaults)
+        node = expected
+        for k in key[:-1]:
+            node = node[k]
+        node[key[-1]] = value
+        assert changed == expected, override
+
+
+def test_yaml_file_merges_key_by_key(tmp_path):
+    path = tmp_path / "ablation.yaml"
+    path.write_text("supernet:\n  stabilizer: false\n  optim:\n    lr: 0.2\nsearch:\n"
+                    "  top_k: 1\n")
+    cfg = load_pipeline_config(str(path))
+    base = PipelineConfig()
+    assert (cfg.supernet.stabilizer, cfg.supernet.optim.lr, cfg.search.top_k) == (False, 0.2, 1)
+    assert cfg.supernet.optim.epochs == base.supernet.optim.epochs
+    assert cfg.supernet.log_every == base.supernet.log_every
+    assert cfg.search.population == base.search.population
+    assert cfg.retrain == base.retrain and cfg.eval == base.eval
+
+
+def test_merging_keeps_defaults_unshared():
+    a = load_pipeline_config(None, ["supernet.optim.lr=0.3"])
+    b = load_pipeline_config(None, [])
+    assert b.supernet.optim.lr == PipelineConfig().supernet.optim.lr != a.supernet.optim.lr
