@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scarletnas.config import ConfigError, PipelineConfig, load_pipeline_config, to_dict
 
-from .dag import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline, compile_pipeline
+from . import DEFAULT_IMAGE, PIPELINE_NAME
 
 LOCAL_ROOT = "local_outputs"
 
@@ -33,6 +33,8 @@ def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT) -> dict:
     """Execute the compiled DAG on this machine with kfp.local (one process per
     task, in this environment); MLflow goes to a sqlite store under ``root``."""
     from kfp import local
+
+    from .dag import build_pipeline
 
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,8 @@ def _client(host: str):
 def _compile_temp(cfg: PipelineConfig, image: str) -> str:
     import tempfile
 
+    from .dag import compile_pipeline
+
     path = Path(tempfile.mkdtemp(), f"{PIPELINE_NAME}.yaml")
     return compile_pipeline(cfg, str(path), image)
 
@@ -100,6 +104,8 @@ def kfp_cron(expr: str) -> str:
 
 
 def cmd_compile(args) -> int:
+    from .dag import compile_pipeline
+
     cfg = _config(args)
     compile_pipeline(cfg, args.output, args.image)
     print(f"wrote {args.output} (image {args.image})")

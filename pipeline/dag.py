@@ -20,9 +20,8 @@ from scarletnas import __version__
 from scarletnas.config import PipelineConfig, to_dict
 
 from .. import components
+from . import DEFAULT_IMAGE, PIPELINE_NAME
 
-PIPELINE_NAME = "scarlet-nas"
-DEFAULT_IMAGE = f"scarlet-nas:{__version__}"  # as built by docker/README.md; set --image
 GPU_STEPS = ("train-supernet", "ranking-check", "search", "retrain")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
           "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",

@@ -60,3 +60,19 @@ def test_console_script_is_installed():
     proc = subprocess.run([str(script), "arch", "show", "SCARLET-B", "--json"],
                           capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout)["madds"] == 326853440
+
+
+def test_library_commands_run_without_the_pipeline_stack():
+    """`arch show`/`arch sample` are the library's: they must work where kfp,
+    kfp-kubernetes, MLflow and boto3 cannot even be imported."""
+    code = (
+        "import sys\n"
+        "for name in ('kfp', 'kfp.dsl', 'kfp.kubernetes', 'mlflow', 'boto3', 'kubernetes'):\n"
+        "    sys.modules[name] = None  # any import of these now fails\n"
+        "from scarletnas.cli import main\n"
+        "assert main(['arch', 'show', 'SCARLET-A']) == 0\n"
+        "assert main(['arch', 'sample', '--n', '2', '--space', 'compact']) == 0\n"
+        "assert not any(m.startswith('scarletnas.components') for m in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "365.3M multiply-adds" in proc.stdout
