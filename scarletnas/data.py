@@ -18,10 +18,11 @@ batches the interrupted one would have, whatever the worker count.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,20 @@ class FolderSet:
         return len(self.labels)
 
 
+@dataclass(frozen=True)
+class Loading:
+    """How batches of these splits are read: every ``Batches`` over them uses it,
+    so ``data.workers`` and friends reach training, retraining and evaluation alike."""
+
+    workers: int = 0  # loader processes (image folders)
+    gpu_decode: bool = False  # image folders: decode JPEGs batched on the device
+    eval_batch_size: int = 256  # batches that only run inference
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> Loading:
+        return cls(cfg.workers, cfg.gpu_decode, cfg.eval_batch_size)
+
+
 @dataclass
 class Splits:
     train: TensorSet | FolderSet
@@ -76,6 +91,7 @@ class Splits:
     std: tuple[float, ...]
     flip: bool  # is a horizontal flip label-preserving?
     name: str = ""
+    loading: Loading = field(default_factory=Loading)
 
     def describe(self) -> dict:
         return {"dataset": self.name, "num_classes": self.num_classes,
@@ -274,7 +290,7 @@ LOADERS = {"digits": load_digits, "distorted-digits": load_distorted_digits,
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    return LOADERS[cfg.dataset](cfg)
+    return dataclasses.replace(LOADERS[cfg.dataset](cfg), loading=Loading.of(cfg))
 
 
 # ---- augmentation ------------------------------------------------------------------
@@ -327,17 +343,19 @@ class Batches:
     augmentation, every image once.
     """
 
-    def __init__(self, splits: Splits, which: str, batch_size: int, *, train: bool,
+    def __init__(self, splits: Splits, which: str, batch_size: int | None = None, *, train: bool,
                  augment: str = "none", seed: int = 0, device: str | torch.device = "cpu",
-                 rank: int = 0, world: int = 1, channels_last: bool = False,
-                 workers: int = 0, gpu_decode: bool = False, limit: int = 0):
+                 rank: int = 0, world: int = 1, channels_last: bool = False, limit: int = 0):
+        """``batch_size`` None: the splits' inference batch size (``data.eval_batch_size``)."""
+        if batch_size is None:
+            batch_size = splits.loading.eval_batch_size
         self.data = getattr(splits, which)
         self.splits, self.which = splits, which
         self.batch_size, self.train, self.augment, self.seed = batch_size, train, augment, seed
         self.device = torch.device(device)
         self.rank, self.world = rank, world
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.workers, self.gpu_decode = workers, gpu_decode
+        self.workers, self.gpu_decode = splits.loading.workers, splits.loading.gpu_decode
         n = len(self.data) if not limit else min(limit, len(self.data))
         self.count = n // world if train else n
         if train and self.count < batch_size:
@@ -351,10 +369,6 @@ class Batches:
     def __len__(self) -> int:
         full, rest = divmod(self.count, self.batch_size)
         return full if self.train else full + (rest > 0)
-
-    @property
-    def images_per_epoch(self) -> int:
-        return len(self) * self.batch_size if self.train else self.count
 
     def order(self, epoch: int) -> torch.Tensor:
         if not self.train:

@@ -90,7 +90,7 @@ class CandidateEvaluator:
         calib = Batches(splits, "train", cfg.calib_batch_size, train=True, augment="none",
                         seed=seed, device=device, channels_last=channels_last)
         self.calib = [b for _, b in zip(range(cfg.calib_batches), calib.epoch(0), strict=False)]
-        val = Batches(splits, "val", max(cfg.calib_batch_size, 256), train=False, device=device,
+        val = Batches(splits, "val", train=False, device=device,
                       channels_last=channels_last, limit=cfg.val_images)
         self.val = list(val)
 

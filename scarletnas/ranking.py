@@ -64,7 +64,7 @@ def ranking_check(space: SearchSpace, evaluator: CandidateEvaluator, splits: Spl
         predicted = evaluator(arch)
         model, _ = train_subnet(space, arch, splits, retrain)
         device = next(model.parameters()).device
-        test = Batches(splits, "val", 256, train=False, device=device,
+        test = Batches(splits, "val", train=False, device=device,
                        channels_last=retrain.channels_last)
         actual = accuracy(model, test, amp=retrain.amp)
         cost = arch_cost(space, arch)

@@ -1,3 +1,4 @@
+import dataclasses
 import pickle
 
 import numpy as np
@@ -144,24 +145,27 @@ def write_imagefolder(root, per_class=6, classes=("cat", "dog", "emu")):
 def test_imagefolder_batches(tmp_path, gpu_decode):
     root = write_imagefolder(tmp_path / "imgs")
     splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24,
-                                    val_fraction=0.25))
+                                    val_fraction=0.25, gpu_decode=gpu_decode))
     assert splits.num_classes == 3 and len(splits.train) + len(splits.val) == 18
     assert len(splits.test) == 6
-    b = Batches(splits, "train", 4, train=True, augment="basic", seed=1, gpu_decode=gpu_decode)
+    b = Batches(splits, "train", 4, train=True, augment="basic", seed=1)
+    assert b.gpu_decode == gpu_decode
     first = list(b.epoch(0))
     assert len(first) == len(splits.train) // 4
     assert first[0][0].shape == (4, 3, 24, 24) and first[0][0].dtype == torch.float32
     again = list(b.epoch(0, start=1))
     assert all(torch.equal(a[0], c[0]) for a, c in zip(first[1:], again, strict=True))
-    test = list(Batches(splits, "test", 4, train=False, gpu_decode=gpu_decode))
+    test = list(Batches(splits, "test", 4, train=False))
     assert sum(len(y) for _, y in test) == 6
 
 
 def test_imagefolder_with_workers_matches_in_process(tmp_path):
     root = write_imagefolder(tmp_path / "imgs")
-    splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24))
-    one = list(Batches(splits, "train", 4, train=True, seed=1).epoch(1))
-    two = list(Batches(splits, "train", 4, train=True, seed=1, workers=2).epoch(1))
+    cfg = DataConfig(dataset="imagefolder", source=str(root), input_size=24)
+    one = list(Batches(load_splits(cfg), "train", 4, train=True, seed=1).epoch(1))
+    two = Batches(load_splits(dataclasses.replace(cfg, workers=2)), "train", 4, train=True, seed=1)
+    assert two.workers == 2
+    two = list(two.epoch(1))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(one, two, strict=True))
 
 
