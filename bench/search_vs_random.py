@@ -15,11 +15,12 @@ import json
 
 import numpy as np
 
+from scarletnas.checkpoint import load_supernet
 from scarletnas.config import DataConfig, EvalConfig, OptimConfig, RetrainConfig, SearchConfig
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import accuracy, make_scorer
 from scarletnas.search import random_search, run_search
-from scarletnas.train import load_supernet, train_subnet
+from scarletnas.train import train_subnet
 
 
 def retrained_top1(space, arch: str, splits, epochs: float) -> float:

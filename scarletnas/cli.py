@@ -111,8 +111,9 @@ def _load_data(args, input_size: int):
 
 
 def cmd_train_supernet(args) -> int:
+    from .checkpoint import save_supernet
     from .config import OptimConfig, SupernetConfig
-    from .train import save_supernet, train_supernet
+    from .train import train_supernet
 
     space = _space(args)
     if args.width:
@@ -134,11 +135,12 @@ def cmd_train_supernet(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from .checkpoint import load_supernet
     from .config import EvalConfig, SearchConfig
     from .evaluate import make_scorer
     from .report import write_search_outputs
     from .search import run_search
-    from .train import load_supernet, resolve_device
+    from .train import resolve_device
 
     supernet = load_supernet(args.supernet)
     space = supernet.space

@@ -17,7 +17,6 @@ parameters the path did not use.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import storage
+from .checkpoint import Checkpoint, save_weights
 from .config import OptimConfig, RetrainConfig, RunConfig, SupernetConfig, to_dict
 from .data import Batches, Splits
 from .sampling import make_sampler
@@ -81,37 +81,6 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * base * (1.0 + math.cos(math.pi * progress))
-
-
-class Checkpoint:
-    """The resume state of one run at one URI (local path or s3://)."""
-
-    def __init__(self, uri: str | None):
-        self.uri = uri
-
-    def load(self) -> dict | None:
-        if not self.uri or not storage.exists(self.uri):
-            return None
-        return torch.load(io.BytesIO(storage.read_bytes(self.uri)), map_location="cpu",
-                          weights_only=True)
-
-    def save(self, state: dict) -> None:
-        if self.uri:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            storage.write_bytes(self.uri, buf.getvalue())
-
-
-def save_weights(uri: str, model: nn.Module, meta: dict) -> None:
-    """Write a model's weights with metadata (arch, space, metrics) atomically."""
-    buf = io.BytesIO()
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)
-    storage.write_bytes(uri, buf.getvalue())
-
-
-def load_weights(uri: str) -> dict:
-    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu",
-                      weights_only=True)
 
 
 @dataclass
@@ -283,6 +252,14 @@ def _check_space(space: SearchSpace, splits: Splits) -> None:
             "space with space.with_(num_classes=..., input_size=...)")
 
 
+def _train_batches(splits: Splits, cfg: RunConfig, device: torch.device) -> Batches:
+    """This rank's shuffled, augmented share of the training split."""
+    rank, world_size = world()
+    return Batches(splits, "train", cfg.optim.batch_size, train=True, augment=cfg.augment,
+                   seed=cfg.seed, device=device, rank=rank, world=world_size,
+                   channels_last=cfg.channels_last)
+
+
 def _prepare(model: nn.Module, device: torch.device, run: RunConfig) -> nn.Module:
     fmt = torch.channels_last if run.channels_last else torch.contiguous_format
     return model.to(device, memory_format=fmt)
@@ -295,13 +272,10 @@ def train_supernet(space: SearchSpace, splits: Splits, cfg: SupernetConfig, *,
     """Train a weight-sharing supernet with uniform or strict-fair path sampling."""
     _check_space(space, splits)
     device = resolve_device(cfg.device)
-    rank, world_size = world()
     torch.manual_seed(cfg.seed)
     supernet = _prepare(Supernet(space, cfg.stabilizer, cfg.stabilizer_init,
                                  zero_init_residual=cfg.zero_init_residual), device, cfg)
-    batches = Batches(splits, "train", cfg.optim.batch_size, train=True, augment=cfg.augment,
-                      seed=cfg.seed, device=device, rank=rank, world=world_size,
-                      channels_last=cfg.channels_last)
+    batches = _train_batches(splits, cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         if cfg.warm_up_ops:
@@ -326,7 +300,7 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
 
     _check_space(space, splits)
     device = resolve_device(cfg.device)
-    rank, world_size = world()
+    rank = world()[0]
     torch.manual_seed(cfg.seed)
     model = _prepare(build_subnet(arch, space=space, dropout=cfg.dropout), device, cfg)
     ema = None
@@ -335,10 +309,8 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                             use_buffers=True)
-    batches = Batches(splits, "train", cfg.optim.batch_size, train=True, augment=cfg.augment,
-                      seed=cfg.seed, device=device, rank=rank, world=world_size,
-                      channels_last=cfg.channels_last)
-    val = Batches(splits, "val", cfg.optim.batch_size * 4, train=False, device=device,
+    batches = _train_batches(splits, cfg, device)
+    val = Batches(splits, "val", train=False, device=device,
                   channels_last=cfg.channels_last)
     meta = {"arch": space.format(model.arch), "space": space.to_dict()}
     best_uri = storage.join(out_dir, "best.pt") if out_dir else None
@@ -360,24 +332,3 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     if out_dir and rank == 0 and not result.stopped_early:
         save_weights(storage.join(out_dir, "final.pt"), final, {**meta, "steps": result.steps})
     return final, result
-
-
-def save_supernet(uri: str, supernet: Supernet, extra: dict | None = None) -> None:
-    """Weights plus what is needed to rebuild the supernet (space, stabilizer)."""
-    save_weights(uri, supernet, {"kind": "supernet", "space": supernet.space.to_dict(),
-                                 "stabilizer": supernet.stabilizer,
-                                 "stabilizer_init": supernet.stabilizer_init, **(extra or {})})
-
-
-def load_supernet(uri: str) -> Supernet:
-    """Rebuild a supernet saved by ``save_supernet`` (loaded with weights_only)."""
-    blob = load_weights(uri)
-    meta = blob.get("meta", {})
-    if meta.get("kind") != "supernet":
-        raise ValueError(f"{uri} is not a supernet checkpoint (kind={meta.get('kind')!r}); "
-                         "pass the supernet.pt written by supernet training")
-    supernet = Supernet(SearchSpace.from_dict(meta["space"]), meta["stabilizer"],
-                        meta["stabilizer_init"])
-    supernet.load_state_dict(blob["state_dict"])
-    supernet.path_check = meta.get("path_check", {})  # the check run when it was saved
-    return supernet

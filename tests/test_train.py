@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from scarletnas.checkpoint import load_weights
 from scarletnas.config import OptimConfig, RetrainConfig, SupernetConfig
 from scarletnas.train import (
-    load_weights,
     lr_at,
     make_optimizer,
     param_groups,
