@@ -36,6 +36,8 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from tqdm.auto import tqdm
 
 from . import storage
+from .budget import budgets as budget_limits
+from .budget import feasible
 from .complexity import bounds, population_cost
 from .config import SearchConfig, to_dict
 from .latency import LatencyTable
@@ -54,7 +56,7 @@ class ArchSampling(Sampling):
                              max_madds=problem.budgets.get("madds"),
                              max_params=problem.budgets.get("params"),
                              latency=problem.latency,
-                             max_latency_ms=problem.budgets.get("latency"))
+                             max_latency_ms=problem.budgets.get("latency_ms"))
         return np.array(archs, dtype=int)
 
 
@@ -126,11 +128,10 @@ class NASProblem(Problem):
         return np.array([[cols[o](r) for o in self.objectives] for r in recs], dtype=float)
 
     def constraint_matrix(self, recs: Sequence[dict]) -> np.ndarray:
-        keys = {"madds": "madds", "params": "params", "latency": "latency_ms"}
         if not self.budgets:
             return np.zeros((len(recs), 1))
         # normalized so one constraint does not swamp the others
-        return np.array([[(r[keys[k]] - b) / b for k, b in self.budgets.items()] for r in recs])
+        return np.array([[(r[k] - b) / b for k, b in self.budgets.items()] for r in recs])
 
     def _evaluate(self, X, out, *args, **kwargs):
         recs = self.records(X)
@@ -153,11 +154,6 @@ class SearchResult:
         return {"objectives": self.objectives, "front": self.front, "selected": self.selected,
                 "hypervolume": self.hypervolume, "cache_hit_rate": self.cache_hit_rate,
                 "evaluated": self.evaluated, "config": self.config}
-
-
-def feasible(recs: Sequence[dict], budgets: dict[str, float]) -> list[dict]:
-    keys = {"madds": "madds", "params": "params", "latency": "latency_ms"}
-    return [r for r in recs if all(r[keys[k]] <= b for k, b in budgets.items())]
 
 
 def pareto_front(problem: NASProblem, recs: Sequence[dict]) -> list[dict]:
@@ -206,17 +202,6 @@ def select_top_k(front: Sequence[dict], k: int) -> list[dict]:
 
 
 # ---- the loop --------------------------------------------------------------------------
-def _budgets(cfg: SearchConfig) -> dict[str, float]:
-    out = {}
-    if cfg.max_madds:
-        out["madds"] = cfg.max_madds
-    if cfg.max_params:
-        out["params"] = cfg.max_params
-    if cfg.max_latency_ms:
-        out["latency"] = cfg.max_latency_ms
-    return out
-
-
 def _check_latency_budget(cfg: SearchConfig, latency: LatencyTable | None,
                           space: SearchSpace) -> None:
     if not cfg.needs_latency:
@@ -275,7 +260,7 @@ def run_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, *,
                latency: LatencyTable | None = None, state_uri: str | None = None,
                callback: Callable[[int, dict], None] | None = None) -> SearchResult:
     """NSGA-II for ``cfg.generations`` generations; resumes from ``state_uri``."""
-    budgets = _budgets(cfg)
+    budgets = budget_limits(cfg)
     check_budget(space, budgets.get("madds"), budgets.get("params"))
     _check_latency_budget(cfg, latency, space)
     problem = NASProblem(space, scorer, cfg.objective_names, budgets, latency)
@@ -330,7 +315,7 @@ def random_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, n_evals
                   latency: LatencyTable | None = None, batch: int | None = None) -> SearchResult:
     """Baseline: ``n_evals`` distinct random archs within the budgets, scored in
     batches of a population; same front, hypervolume and selection rules."""
-    budgets = _budgets(cfg)
+    budgets = budget_limits(cfg)
     check_budget(space, budgets.get("madds"), budgets.get("params"))
     problem = NASProblem(space, scorer, cfg.objective_names, budgets, latency)
     rng = np.random.default_rng(cfg.seed)
@@ -341,7 +326,7 @@ def random_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, n_evals
         problem.generation += 1
         want = min(batch, n_evals - len(problem.cache))
         drawn = sample_archs(space, want * 2, rng, budgets.get("madds"), budgets.get("params"),
-                             latency=latency, max_latency_ms=budgets.get("latency"))
+                             latency=latency, max_latency_ms=budgets.get("latency_ms"))
         archs = [a for a in dict.fromkeys(drawn) if a not in problem.cache][:want]
         problem.records(np.array(archs, dtype=int))
         hv.append(hypervolume(problem, pareto_front(problem, list(problem.cache.values())),
