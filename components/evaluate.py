@@ -13,7 +13,7 @@ def evaluate(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "evaluate")
     os.makedirs(exported.path, exist_ok=True)
     with tracker:
-        out = stages.evaluate(cfg, model.path, exported.path, tracker)
+        out = stages.evaluate(cfg, dataset.path, model.path, exported.path, tracker)
     with open(summary.path, "w") as f:
         json.dump(out, f, indent=1)
     exported.metadata.update({"arch": out["arch"], "formats": ["torchscript", "onnx"]})

@@ -4,6 +4,7 @@ from kfp import dsl
 def finish_run(config: str, tracking_uri: str, kfp_run_id: str,
                status: dsl.PipelineTaskFinalStatus):
     """Exit handler: close this pipeline run's MLflow parent run as FINISHED or FAILED."""
-    from scarletnas.stages import finish_pipeline_run
+    from scarletnas.config import pipeline_config_from_json
+    from scarletnas.tracking import finish_parent_run
 
-    finish_pipeline_run(config, tracking_uri, kfp_run_id, status.state)
+    finish_parent_run(pipeline_config_from_json(config), tracking_uri, kfp_run_id, status.state)

@@ -11,7 +11,8 @@ def ranking_check(config: str, tracking_uri: str, parent_run_id: str, dataset: I
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             "ranking_check")
     with tracker:
-        result, markdown = stages.ranking_check(cfg, os.path.join(supernet.path, "supernet.pt"),
+        result, markdown = stages.ranking_check(cfg, dataset.path,
+                                                os.path.join(supernet.path, "supernet.pt"),
                                                 tracker)
     with open(report.path, "w") as f:
         f.write(markdown)

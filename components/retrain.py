@@ -16,7 +16,7 @@ def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root:
     ckpt = storage.join(checkpoint_root, kfp_run_id, "retrain", key) if checkpoint_root else ""
     os.makedirs(model.path, exist_ok=True)
     with tracker:
-        out = stages.retrain(cfg, arch, model.path, ckpt, tracker)
+        out = stages.retrain(cfg, dataset.path, arch, model.path, ckpt, tracker)
     model.metadata.update({"arch": arch})
     for k, v in out.items():
         if isinstance(v, (int, float)):

@@ -20,8 +20,8 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
              if checkpoint_root else "")
     os.makedirs(front.path, exist_ok=True)
     with tracker:
-        out = stages.search(cfg, os.path.join(supernet.path, "supernet.pt"), front.path, state,
-                            tracker)
+        out = stages.search(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
+                            front.path, state, tracker)
     shutil.copyfile(out["files"]["pareto.html"], pareto.path)
     for k, v in out["metrics"].items():
         metrics.log_metric(k, v)

@@ -1,6 +1,8 @@
 def start_run(config: str, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
               pipeline_version: str) -> str:
     """Open the MLflow parent run of this pipeline run; return its id."""
-    from scarletnas.stages import start_pipeline_run
+    from scarletnas.config import pipeline_config_from_json
+    from scarletnas.tracking import start_parent_run
 
-    return start_pipeline_run(config, tracking_uri, kfp_run_id, kfp_run_name, pipeline_version)
+    return start_parent_run(pipeline_config_from_json(config), tracking_uri, kfp_run_id,
+                            kfp_run_name, pipeline_version)

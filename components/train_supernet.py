@@ -15,8 +15,8 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
             if checkpoint_root else "")
     os.makedirs(supernet.path, exist_ok=True)
     with tracker:
-        out = stages.train_supernet(cfg, os.path.join(supernet.path, "supernet.pt"), ckpt,
-                                    tracker)
+        out = stages.train_supernet(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
+                                    ckpt, tracker)
     supernet.metadata.update({"steps": out["steps"], "stabilizer": cfg.supernet.stabilizer})
     for k, v in out.items():
         metrics.log_metric(k, v)

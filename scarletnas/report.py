@@ -149,3 +149,39 @@ def write_search_outputs(result: SearchResult, out_dir: str,
         storage.write_bytes(uri, data)
         out[name] = uri
     return out
+
+
+# ---- markdown reports (KFP Markdown artifacts and MLflow text) -------------------------------
+def warning_lines(warning: str) -> list[str]:
+    """A warning as the first line of a markdown report, or nothing."""
+    return [f"> **WARNING** {warning}", ""] if warning else []
+
+
+def ranking_markdown(report: dict, standalone_epochs: float, warning: str = "") -> str:
+    """The ranking check: correlations, then supernet vs stand-alone accuracy per arch."""
+    lines = warning_lines(warning) + [
+        "# Ranking check", "",
+        f"Kendall tau **{report['kendall_tau']:.3f}** (p={report['kendall_p']:.3g}), "
+        f"Spearman rho **{report['spearman_rho']:.3f}** (p={report['spearman_p']:.3g}) "
+        f"over {report['n']} archs trained {standalone_epochs:g} epochs stand-alone.", "",
+        "| arch | MAdds (M) | supernet top-1 | stand-alone top-1 |", "|---|---|---|---|"]
+    lines += [f"| `{r['arch']}` | {r['madds'] / 1e6:.2f} | {100 * r['supernet_top1']:.2f} | "
+              f"{100 * r['standalone_top1']:.2f} |" for r in report["archs"]]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_markdown(ranked: list[dict], champion: dict, warning: str = "",
+                         footer: str = "") -> str:
+    """Retrained models by test top-1, the champion marked."""
+    lines = warning_lines(warning) + [
+        "# SCARLET-NAS leaderboard", "",
+        "| rank | arch | test top-1 | top-5 | MAdds (M) | params (M) | latency CPU b1 (ms) |",
+        "|---|---|---|---|---|---|---|"]
+    for i, s in enumerate(ranked, 1):
+        star = " (champion)" if s is champion else ""
+        lines.append(f"| {i} | `{s['arch']}`{star} | {100 * s['test_top1']:.2f} | "
+                     f"{100 * s['test_top5']:.2f} | {s['madds'] / 1e6:.2f} | "
+                     f"{s['params'] / 1e6:.3f} | {s['latency_ms_cpu_batch1']:.2f} |")
+    if footer:
+        lines += ["", footer]
+    return "\n".join(lines) + "\n"

@@ -1,48 +1,40 @@
 """The pipeline's stages as plain functions: one per KFP component.
 
-Each takes the validated ``PipelineConfig`` and local paths or storage URIs,
-does its work, logs to the given ``Tracker`` and returns plain data (dicts
-and strings) for the component to write as KFP outputs. Nothing here imports
-KFP, so every stage runs and is tested without it.
+Each takes the validated ``PipelineConfig``, the prepared-data manifest that
+prepare_data wrote (the one description of data and space, see ``manifest``)
+and local paths or storage URIs; it does its work, logs to the given
+``Tracker`` and returns plain data for the component to write as KFP outputs.
+Nothing here imports KFP, so every stage runs and is tested without it, and
+the CLI calls the same functions.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from pathlib import Path
 
+from . import manifest as prepared
 from . import storage
 from .config import PipelineConfig, to_dict
-from .data import Batches, Splits, load_splits
+from .data import Batches, Splits
 from .report import curve_png
-from .space import SearchSpace
 from .tracking import Tracker
 
-
-def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
-    return SearchSpace.named(cfg.space.preset, num_classes=splits.num_classes,
-                             input_size=splits.input_size, width_mult=cfg.space.width_mult,
-                             allow_skip=cfg.space.allow_skip)
+log = logging.getLogger("scarletnas")
 
 
-def load(cfg: PipelineConfig) -> tuple[Splits, SearchSpace]:
-    splits = load_splits(cfg.data)
-    return splits, build_space(cfg, splits)
-
-
-def prepare_data(cfg: PipelineConfig, tracker: Tracker) -> dict:
-    """Read and split the data once (failing early on bad data) and describe it.
-
-    The manifest is what travels as the KFP Dataset artifact; the images stay
-    where they are (bundled, a folder, or S3) and each step reads them again.
-    """
-    splits, space = load(cfg)
-    manifest = {"data": to_dict(cfg.data), **splits.describe(), "space": space.to_dict(),
-                "space_fingerprint": space.fingerprint}
+def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> dict:
+    """Read and split the data once (failing early on bad data), write the manifest
+    every later step reads, and tag the parent run with the space it fixes."""
+    splits, space, manifest = prepared.prepare(cfg)
+    prepared.write(dataset_path, manifest)
     tracker.params(to_dict(cfg.data), "data.")
     tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
                      "data/test_images": len(splits.test)})
+    tags = {"space_fingerprint": space.fingerprint}
+    tracker.tags(tags)
+    tracker.parent_tags(tags)
     return manifest
 
 
@@ -54,12 +46,12 @@ def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
         tracker.artifact(Path(tmp, name), "plots")
 
 
-def train_supernet(cfg: PipelineConfig, out_path: str, checkpoint_uri: str,
+def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
                    tracker: Tracker) -> dict:
-    from .train import save_supernet
+    from .checkpoint import save_supernet
     from .train import train_supernet as train
 
-    splits, space = load(cfg)
+    splits, space = prepared.open_prepared(cfg, dataset)
     tracker.params(to_dict(cfg.supernet), "supernet.")
     tracker.tags({"space_fingerprint": space.fingerprint,
                   "stabilizer": cfg.supernet.stabilizer, "sampling": cfg.supernet.sampling})
@@ -91,8 +83,6 @@ def train_supernet(cfg: PipelineConfig, out_path: str, checkpoint_uri: str,
 def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Tracker) -> dict:
     """Score random paths of a trained supernet and say loudly if it has not learned:
     a warning in the log, MLflow metrics, and tags on this run and the parent run."""
-    import logging
-
     from .evaluate import sampled_path_check
 
     if not cfg.supernet.check_paths:
@@ -106,47 +96,43 @@ def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Track
     tracker.tags(tags)
     tracker.parent_tags(tags)
     if check["warning"]:
-        logging.getLogger("scarletnas").warning(check["warning"])
+        log.warning(check["warning"])
     return check
 
 
-def _scorer(cfg: PipelineConfig, supernet_path: str, splits: Splits):
-    """(the supernet's saved warning, a batch scorer over it)."""
-    from .evaluate import make_scorer
-    from .train import load_supernet, resolve_device
+def _load_supernet(cfg: PipelineConfig, path: str, space):
+    """The trained supernet, refused if it was trained for another space."""
+    from .checkpoint import load_supernet
+    from .train import resolve_device
 
-    supernet = load_supernet(supernet_path)
-    device = resolve_device(cfg.supernet.device)
-    devices = None if device.type == "cuda" else [device]
-    scorer = make_scorer(supernet, splits, cfg.eval, devices=devices, seed=cfg.search.seed,
-                         amp=cfg.supernet.amp)
-    return supernet.path_check.get("warning", ""), scorer
+    supernet = load_supernet(path)
+    if supernet.space.fingerprint != space.fingerprint:
+        raise ValueError(f"{path} was trained for search space {supernet.space.fingerprint}, "
+                         f"not this run's {space.fingerprint}: pass the supernet trained on "
+                         "this run's prepared data")
+    return supernet.to(resolve_device(cfg.supernet.device))
 
 
-def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> tuple[dict, str]:
+def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
+                  tracker: Tracker) -> tuple[dict, str]:
     """Kendall tau / Spearman of supernet vs stand-alone accuracy: (report, markdown).
     A tau that is not significantly positive heads the report as a warning."""
-    import logging
+    import dataclasses
 
     import numpy as np
 
-    from .config import OptimConfig, RetrainConfig
     from .evaluate import CandidateEvaluator
     from .ranking import ranking_check as check
     from .ranking import spread_archs
-    from .train import load_supernet, resolve_device
+    from .report import ranking_markdown
 
-    splits, space = load(cfg)
-    supernet = load_supernet(supernet_path).to(resolve_device(cfg.supernet.device))
+    splits, space = prepared.open_prepared(cfg, dataset)
+    supernet = _load_supernet(cfg, supernet_path, space)
     evaluator = CandidateEvaluator(supernet, splits, cfg.eval, seed=cfg.search.seed)
     archs = spread_archs(space, cfg.ranking.archs, np.random.default_rng(cfg.search.seed))
-    retrain = RetrainConfig(optim=OptimConfig(**{**to_dict(cfg.retrain.optim),
-                                                 "epochs": cfg.ranking.epochs,
-                                                 "warmup_epochs": min(
-                                                     cfg.retrain.optim.warmup_epochs,
-                                                     cfg.ranking.epochs / 2)}),
-                            dropout=cfg.retrain.dropout, device=cfg.retrain.device,
-                            log_every=10**6)
+    optim = dataclasses.replace(cfg.retrain.optim, epochs=cfg.ranking.epochs, warmup_epochs=min(
+        cfg.retrain.optim.warmup_epochs, cfg.ranking.epochs / 2))
+    retrain = dataclasses.replace(cfg.retrain, optim=optim, log_every=10**6)
     report = check(space, evaluator, splits, archs, retrain,
                    progress=lambda i, row: tracker.metrics(
                        {"ranking/supernet_top1": row["supernet_top1"],
@@ -157,37 +143,31 @@ def ranking_check(cfg: PipelineConfig, supernet_path: str, tracker: Tracker) -> 
     tags = {"ranking_significant": str(significant).lower()}
     tracker.tags(tags)
     tracker.parent_tags(tags)
-    lines = []
+    warning = ""
     if not significant:
         warning = (f"RANKING NOT SIGNIFICANT: Kendall tau {report['kendall_tau']:.3f} "
                    f"(p={report['kendall_p']:.3g}) over {report['n']} archs; the supernet's "
                    "order of archs may be noise.")
-        logging.getLogger("scarletnas").warning(warning)
-        lines = [f"> **WARNING** {warning}", ""]
-    lines += ["# Ranking check", "",
-             f"Kendall tau **{report['kendall_tau']:.3f}** (p={report['kendall_p']:.3g}), "
-             f"Spearman rho **{report['spearman_rho']:.3f}** (p={report['spearman_p']:.3g}) "
-             f"over {report['n']} archs trained {cfg.ranking.epochs:g} epochs stand-alone.", "",
-             "| arch | MAdds (M) | supernet top-1 | stand-alone top-1 |", "|---|---|---|---|"]
-    lines += [f"| `{r['arch']}` | {r['madds'] / 1e6:.2f} | {100 * r['supernet_top1']:.2f} | "
-              f"{100 * r['standalone_top1']:.2f} |" for r in report["archs"]]
-    return report, "\n".join(lines) + "\n"
+        log.warning(warning)
+    return report, ranking_markdown(report, cfg.ranking.epochs, warning)
 
 
-def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str,
+def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, state_uri: str,
            tracker: Tracker) -> dict:
     """NSGA-II with the supernet; writes the front and plots under ``out_dir``."""
+    from .evaluate import make_scorer
     from .latency import build_latency_table
     from .report import write_search_outputs
     from .search import run_search
 
-    splits, space = load(cfg)
-    warning, scorer = _scorer(cfg, supernet_path, splits)
-    latency = None
-    if cfg.search.needs_latency:
-        from .train import resolve_device
-
-        latency = build_latency_table(space, resolve_device(cfg.supernet.device))
+    splits, space = prepared.open_prepared(cfg, dataset)
+    supernet = _load_supernet(cfg, supernet_path, space)
+    device = next(supernet.parameters()).device
+    scorer = make_scorer(supernet, splits, cfg.eval, devices=None if device.type == "cuda"
+                         else [device], seed=cfg.search.seed, amp=cfg.supernet.amp)
+    warning = supernet.path_check.get("warning", "")  # the check run when it was trained
+    # CPU batch-1, as evaluate measures it: one meaning of latency for budget and report
+    latency = build_latency_table(space, "cpu") if cfg.search.needs_latency else None
     tracker.params(to_dict(cfg.search), "search.")
     result = run_search(space, scorer, cfg.search, latency=latency, state_uri=state_uri or None,
                         callback=lambda gen, stats: tracker.metrics(
@@ -203,12 +183,12 @@ def search(cfg: PipelineConfig, supernet_path: str, out_dir: str, state_uri: str
                         "best_supernet_top1": max(r["top1"] for r in result.front)}}
 
 
-def retrain(cfg: PipelineConfig, arch: str, out_dir: str, checkpoint_uri: str,
+def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
             tracker: Tracker) -> dict:
     """Train ``arch`` from scratch; best.pt and final.pt land in ``out_dir``."""
     from .train import train_subnet
 
-    splits, space = load(cfg)
+    splits, space = prepared.open_prepared(cfg, dataset)
     tracker.params({"arch": arch, **to_dict(cfg.retrain)}, "retrain.")
     tracker.tags({"arch": arch})
     work = checkpoint_uri or out_dir
@@ -222,35 +202,38 @@ def retrain(cfg: PipelineConfig, arch: str, out_dir: str, checkpoint_uri: str,
             "best_epoch": best["epoch"]}
 
 
-def evaluate(cfg: PipelineConfig, model_dir: str, export_dir: str, tracker: Tracker) -> dict:
+def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
+             tracker: Tracker) -> dict:
     """Test accuracy, cost, measured latency, TorchScript and checked ONNX export,
     and the model logged and registered in MLflow."""
+    from .budget import budgets, within_budget
+    from .checkpoint import load_weights
     from .complexity import arch_cost
     from .evaluate import accuracy
     from .export import check_onnx, check_torchscript, export_onnx, export_torchscript
     from .latency import model_latency_ms
     from .subnet import build_subnet
     from .tracking import log_model
-    from .train import load_weights
 
-    splits, space = load(cfg)
+    splits, space = prepared.open_prepared(cfg, dataset)
     blob = load_weights(str(Path(model_dir, "best.pt")))
     arch = blob["meta"]["arch"]
     model = build_subnet(arch, space=space, dropout=cfg.retrain.dropout)
     model.load_state_dict(blob["state_dict"])
-    test = accuracy(model, Batches(splits, "test", 256, train=False))
+    test = accuracy(model, Batches(splits, "test", train=False))
     cost = arch_cost(space, arch)
+    latency_ms = model_latency_ms(model, space.input_size, "cpu", repeats=20)
     ts = export_torchscript(model, space.input_size, Path(export_dir, "model.torchscript.pt"))
     onnx = export_onnx(model, space.input_size, Path(export_dir, "model.onnx"))
     summary = {
         "arch": arch, "test_top1": test["top1"], "test_top5": test["top5"],
         "test_loss": test["loss"], "val_top1": blob["meta"].get("val_top1"),
-        "madds": cost.madds, "params": cost.params,
-        "latency_ms_cpu_batch1": model_latency_ms(model, space.input_size, "cpu", repeats=20),
+        "madds": cost.madds, "params": cost.params, "latency_ms_cpu_batch1": latency_ms,
         "onnx_max_abs_diff": check_onnx(model, onnx, space.input_size),
         "torchscript_max_abs_diff": check_torchscript(model, ts, space.input_size),
-        "within_budget": (not cfg.search.max_madds or cost.madds <= cfg.search.max_madds)
-        and (not cfg.search.max_params or cost.params <= cfg.search.max_params),
+        "within_budget": within_budget(
+            {"madds": cost.madds, "params": cost.params, "latency_ms": latency_ms},
+            budgets(cfg.search)),
     }
     tracker.metrics({k: v for k, v in summary.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -266,6 +249,7 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
               warning: str = "") -> tuple[dict, str]:
     """Leaderboard (markdown) and the champion: best test top-1 within budget.
     ``warning`` (the supernet's, if it has not learned) heads the leaderboard."""
+    from .report import leaderboard_markdown
     from .tracking import set_alias
 
     ranked = sorted(summaries, key=lambda s: (-s["test_top1"], s["madds"]))
@@ -275,19 +259,10 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
     if champion.get("registered_version") and tracker.active:
         alias_set = set_alias(tracker.tracking_uri, cfg.tracking.registered_model,
                               cfg.tracking.champion_alias, champion["registered_version"])
-    lines = [f"> **WARNING** {warning}", ""] if warning else []
-    lines += ["# SCARLET-NAS leaderboard", "",
-             "| rank | arch | test top-1 | top-5 | MAdds (M) | params (M) | latency CPU b1 (ms) |",
-             "|---|---|---|---|---|---|---|"]
-    for i, s in enumerate(ranked, 1):
-        star = " (champion)" if s is champion else ""
-        lines.append(f"| {i} | `{s['arch']}`{star} | {100 * s['test_top1']:.2f} | "
-                     f"{100 * s['test_top5']:.2f} | {s['madds'] / 1e6:.2f} | "
-                     f"{s['params'] / 1e6:.3f} | {s['latency_ms_cpu_batch1']:.2f} |")
-    if alias_set:
-        lines += ["", f"Registered model `{cfg.tracking.registered_model}` version "
-                  f"{champion['registered_version']} has alias `{cfg.tracking.champion_alias}`."]
-    markdown = "\n".join(lines) + "\n"
+    footer = (f"Registered model `{cfg.tracking.registered_model}` version "
+              f"{champion['registered_version']} has alias `{cfg.tracking.champion_alias}`."
+              if alias_set else "")
+    markdown = leaderboard_markdown(ranked, champion, warning, footer)
     tracker.text(markdown, "leaderboard.md")
     tracker.dict({"champion": champion, "all": ranked}, "leaderboard.json")
     metrics = {"champion_test_top1": champion["test_top1"], "champion_madds": champion["madds"],
@@ -297,54 +272,12 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
             "alias_set": alias_set}, markdown
 
 
-def read_json(path: str) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def component_context(config: str, tracking_uri: str, parent_run_id: str,
                       run_name: str) -> tuple[PipelineConfig, Tracker]:
     """What every component starts with: its validated config and a child run."""
-    import logging
-
     from .config import pipeline_config_from_json
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = pipeline_config_from_json(config)
     return cfg, Tracker(tracking_uri, cfg.tracking.experiment, run_name,
                         parent_run_id=parent_run_id)
-
-
-def start_pipeline_run(config: str, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
-                       pipeline_version: str) -> str:
-    """Open the parent MLflow run of a pipeline run; returns its id ('' untracked)."""
-    from . import __version__
-    from .config import pipeline_config_from_json
-    from .tracking import git_sha
-
-    cfg = pipeline_config_from_json(config)
-    space = SearchSpace.named(cfg.space.preset, width_mult=cfg.space.width_mult,
-                              allow_skip=cfg.space.allow_skip)
-    tracker = Tracker(tracking_uri, cfg.tracking.experiment, kfp_run_name or "scarlet-nas",
-                      tags={"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name,
-                            "pipeline_version": pipeline_version or __version__,
-                            "scarletnas_version": __version__, "git_sha": git_sha(),
-                            "search_space": cfg.space.preset,
-                            "search_space_hash": space.fingerprint,
-                            "stabilizer": cfg.supernet.stabilizer,
-                            "stabilizer_init": cfg.supernet.stabilizer_init,
-                            "sampling": cfg.supernet.sampling, "dataset": cfg.data.dataset})
-    tracker.dict(to_dict(cfg), "config.json")
-    return tracker.run_id or ""
-
-
-def finish_pipeline_run(config: str, tracking_uri: str, kfp_run_id: str, state: str) -> str:
-    """Close the parent run opened for ``kfp_run_id``; returns its id ('' if none)."""
-    from .config import pipeline_config_from_json
-    from .tracking import find_parent_run
-
-    cfg = pipeline_config_from_json(config)
-    run_id = find_parent_run(tracking_uri, cfg.tracking.experiment, kfp_run_id)
-    if run_id:
-        Tracker(tracking_uri, "", "", run_id=run_id).end(
-            "FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
-    return run_id

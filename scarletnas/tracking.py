@@ -232,3 +232,33 @@ def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> b
     except Exception as err:  # noqa: BLE001
         log.warning("could not set alias %s on %s v%s: %s", alias, model_name, version, err)
         return False
+
+
+# ---- the parent run of a pipeline run -------------------------------------------------------
+def start_parent_run(cfg, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
+                     pipeline_version: str) -> str:
+    """Open the parent MLflow run of a pipeline run; returns its id ('' untracked).
+    What depends on the data (the space fingerprint) is tagged by prepare_data,
+    from the manifest every step checks, so it is never derived twice."""
+    from . import __version__
+    from .config import to_dict
+
+    tracker = Tracker(tracking_uri, cfg.tracking.experiment, kfp_run_name or "scarlet-nas",
+                      tags={"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name,
+                            "pipeline_version": pipeline_version or __version__,
+                            "scarletnas_version": __version__, "git_sha": git_sha(),
+                            "search_space": cfg.space.preset,
+                            "stabilizer": cfg.supernet.stabilizer,
+                            "stabilizer_init": cfg.supernet.stabilizer_init,
+                            "sampling": cfg.supernet.sampling, "dataset": cfg.data.dataset})
+    tracker.dict(to_dict(cfg), "config.json")
+    return tracker.run_id or ""
+
+
+def finish_parent_run(cfg, tracking_uri: str, kfp_run_id: str, state: str) -> str:
+    """Close the parent run opened for ``kfp_run_id``; returns its id ('' if none)."""
+    run_id = find_parent_run(tracking_uri, cfg.tracking.experiment, kfp_run_id)
+    if run_id:
+        Tracker(tracking_uri, "", "", run_id=run_id).end(
+            "FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
+    return run_id

@@ -70,8 +70,11 @@ def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["kfp.run_id"] and parent.data.tags["stabilizer"] == "True"
-    assert parent.data.tags["search_space_hash"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    # the tag that says which runs are comparable agrees between the parent and its steps
+    fingerprints = {r.data.tags.get("space_fingerprint") for r in children
+                    if r.info.run_name in ("prepare_data", "train_supernet")}
+    assert fingerprints == {parent.data.tags["space_fingerprint"]}
     names = sorted(r.info.run_name for r in children)
     assert names[:3] == ["evaluate", "evaluate", "prepare_data"]
     assert {"search", "summarize", "train_supernet"} <= set(names)

@@ -1,11 +1,17 @@
 """The stages behind the components, called directly (no KFP)."""
 
+import csv
+import dataclasses
+import json
+
 import pytest
 
 from scarletnas import stages
+from scarletnas.checkpoint import load_supernet
 from scarletnas.config import load_pipeline_config
+from scarletnas.data import DataError
+from scarletnas.manifest import open_prepared
 from scarletnas.tracking import Tracker
-from scarletnas.train import load_supernet
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +21,21 @@ def tiny_run(tmp_path_factory):
         "space.width_mult=0.25", "supernet.optim.epochs=1", "supernet.optim.warmup_epochs=0.2",
         "ranking.archs=3", "ranking.epochs=1", "search.generations=2",
         "search.population=6", "search.objectives=top1,madds,latency",
-        "search.max_madds=6e6", "search.top_k=2"])
+        "search.max_madds=6e6", "search.max_latency_ms=50", "search.top_k=2",
+        "retrain.optim.epochs=1", "retrain.optim.warmup_epochs=0.2"])
+    dataset = str(root / "dataset.json")
+    manifest = stages.prepare_data(cfg, dataset, Tracker("", "", ""))
     supernet = str(root / "supernet.pt")
-    out = stages.train_supernet(cfg, supernet, str(root / "ckpt.pt"), Tracker("", "", ""))
-    return cfg, root, supernet, out
+    out = stages.train_supernet(cfg, dataset, supernet, str(root / "ckpt.pt"),
+                                Tracker("", "", ""))
+    return cfg, root, supernet, out, dataset, manifest
 
 
 def test_prepare_and_train(tiny_run):
-    cfg, root, supernet, out = tiny_run
-    manifest = stages.prepare_data(cfg, Tracker("", "", ""))
+    cfg, root, supernet, out, dataset, manifest = tiny_run
+    assert json.loads((root / "dataset.json").read_text()) == manifest
     assert manifest["num_classes"] == 10 and manifest["train"] + manifest["val"] == 1437
+    assert manifest["space_fingerprint"] == load_supernet(supernet).space.fingerprint
     assert out["steps"] == 17 and out["final_loss"] > 0 and (root / "ckpt.pt").exists()
     # one epoch is far too little: the supernet's own check must say so
     assert out["learned"] == 0 and out["sampled_top1_mean"] < 0.325
@@ -33,8 +44,8 @@ def test_prepare_and_train(tiny_run):
 
 
 def test_ranking_check_stage(tiny_run):
-    cfg, _, supernet, _ = tiny_run
-    report, markdown = stages.ranking_check(cfg, supernet, Tracker("", "", ""))
+    cfg, _, supernet, _, dataset, _ = tiny_run
+    report, markdown = stages.ranking_check(cfg, dataset, supernet, Tracker("", "", ""))
     assert report["n"] == 3 and len(report["archs"]) == 3
     assert markdown.count("| `") == 3 and "# Ranking check" in markdown
     # three archs can never give a significant tau: the report must lead with that
@@ -43,13 +54,32 @@ def test_ranking_check_stage(tiny_run):
 
 
 def test_search_stage_with_latency_budget(tiny_run):
-    cfg, root, supernet, _ = tiny_run
-    out = stages.search(cfg, supernet, str(root / "search"), "", Tracker("", "", ""))
+    cfg, root, supernet, _, dataset, _ = tiny_run
+    out = stages.search(cfg, dataset, supernet, str(root / "search"), "", Tracker("", "", ""))
     assert len(out["selected"]) == 2
+    front = list(csv.DictReader((root / "search" / "front.csv").open()))
+    assert front and all(float(r["latency_ms"]) <= 50 and int(r["madds"]) <= 6e6 for r in front)
     page = (root / "search" / "pareto.html").read_text()
     assert out["warning"].startswith("SUPERNET HAS NOT LEARNED")
     assert page.index("class=warn") < page.index("<h2>")
     assert out["metrics"]["front_size"] >= 1
+
+
+def test_evaluate_checks_every_budget_the_search_checks(tiny_run):
+    """within_budget and the search's feasibility are one function: a latency
+    budget the model misses makes it out of budget, as it would in the search."""
+    cfg, root, _, _, dataset, _ = tiny_run
+    arch = "-".join(["e3k3"] * 8)
+    model_dir = root / "model"
+    stages.retrain(cfg, dataset, arch, str(model_dir), "", Tracker("", "", ""))
+    fits = stages.evaluate(cfg, dataset, str(model_dir), str(root / "export"),
+                           Tracker("", "", ""))
+    assert fits["arch"] == arch and fits["within_budget"]
+    assert fits["latency_ms_cpu_batch1"] < cfg.search.max_latency_ms
+    slow = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, max_latency_ms=1e-4))
+    over = stages.evaluate(slow, dataset, str(model_dir), str(root / "export"),
+                           Tracker("", "", ""))
+    assert over["madds"] <= slow.search.max_madds and not over["within_budget"]
 
 
 def test_leaderboard_leads_with_the_supernet_warning():
@@ -62,3 +92,28 @@ def test_leaderboard_leads_with_the_supernet_warning():
                                  warning="SUPERNET HAS NOT LEARNED: test")
     assert warned.startswith("> **WARNING** SUPERNET HAS NOT LEARNED: test\n")
     assert warned.endswith(plain)
+
+
+def test_a_step_refuses_data_or_config_that_differs_from_the_prepared(tiny_run, tmp_path):
+    """Every step reads the manifest and checks it: a changed source, another data
+    setting or another space is an error naming it, not a silently different run."""
+    cfg, root, supernet, _, dataset, manifest = tiny_run
+    splits, space = open_prepared(cfg, dataset)
+    assert space.fingerprint == manifest["space_fingerprint"]
+    assert len(splits.val) == manifest["val"] == 288
+    shrunk = tmp_path / "shrunk.json"
+    shrunk.write_text(json.dumps({**manifest, "train": manifest["train"] - 1}))
+    with pytest.raises(DataError, match="the data changed since prepare_data described it"):
+        open_prepared(cfg, str(shrunk))
+    other_data = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_fraction=0.3))
+    with pytest.raises(DataError, match=r"data settings differ from prepare_data's in "
+                                        r"\['val_fraction'\]"):
+        open_prepared(other_data, dataset)
+    wider = dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, width_mult=0.5))
+    with pytest.raises(DataError, match="prepare_data published search space"):
+        stages.search(wider, dataset, supernet, str(tmp_path), "", Tracker("", "", ""))
+    (tmp_path / "junk.json").write_text("not json")
+    with pytest.raises(DataError, match="is not a prepared-data manifest"):
+        open_prepared(cfg, str(tmp_path / "junk.json"))
+    with pytest.raises(DataError, match="no prepared-data manifest at"):
+        open_prepared(cfg, str(tmp_path / "missing.json"))
