@@ -54,6 +54,35 @@ def standalone(space, arch, splits, args, seed: int = 0) -> float:
     return accuracy(model, Batches(splits, "val", 256, train=False))["top1"]
 
 
+def train_standalone(results: dict, space, ranked, splits, args, t0: float) -> None:
+    """Train every ranked arch once, and the median one with extra seeds for seed noise."""
+    for arch in ranked:
+        top1 = standalone(space, arch, splits, args)
+        results["standalone"].append({"arch": space.format(arch), "val_top1": top1})
+        print(json.dumps({"standalone": space.format(arch), "val_top1": top1,
+                          "elapsed_s": round(time.time() - t0)}), flush=True)
+    actual = [r["val_top1"] for r in results["standalone"]]
+    median = ranked[int(np.argsort(actual)[len(actual) // 2])]
+    noise = [actual[ranked.index(median)]] + [standalone(space, median, splits, args, seed)
+                                              for seed in range(1, args.noise_seeds)]
+    results["seed_noise"] = {"arch": space.format(median), "val_top1": noise,
+                             "std": float(np.std(noise, ddof=1)) if len(noise) > 1 else 0.0,
+                             "spread_std": float(np.std(actual, ddof=1))}
+    print(json.dumps(results["seed_noise"]), flush=True)
+
+
+def reuse_standalone(results: dict, path: Path, ranked: list[str]) -> None:
+    """Copy stand-alone accuracies from an earlier run; refuse if its ranked archs differ."""
+    earlier = json.loads(path.read_text())
+    archs = [r["arch"] for r in earlier["standalone"]]
+    if archs != ranked:
+        raise SystemExit(f"{path} ranked other archs than this run would (different data, space "
+                         "or --ranked); run without --standalone-from to train them")
+    results["standalone"] = earlier["standalone"]
+    results["seed_noise"] = earlier["seed_noise"]
+    results["settings"]["standalone_epochs"] = earlier["settings"]["standalone_epochs"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/reproduction")
@@ -68,6 +97,9 @@ def main() -> None:
     p.add_argument("--noise-seeds", type=int, default=3,
                    help="seeds the median ranked arch is trained with, for seed noise")
     p.add_argument("--standalone-epochs", type=float, default=5)
+    p.add_argument("--standalone-from", type=Path,
+                   help="results.json of an earlier run with the same data, space and ranked "
+                        "archs: reuse its stand-alone accuracies instead of retraining them")
     p.add_argument("--input-size", type=int, default=16)
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=64)
@@ -88,19 +120,11 @@ def main() -> None:
                             "supernet_epochs": epochs, "torch": torch.__version__},
                "standalone": [], "seed_noise": [], "runs": []}
     t0 = time.time()
-    for arch in ranked:
-        top1 = standalone(space, arch, splits, args)
-        results["standalone"].append({"arch": space.format(arch), "val_top1": top1})
-        print(json.dumps({"standalone": space.format(arch), "val_top1": top1,
-                          "elapsed_s": round(time.time() - t0)}), flush=True)
+    if args.standalone_from:
+        reuse_standalone(results, args.standalone_from, [space.format(a) for a in ranked])
+    else:
+        train_standalone(results, space, ranked, splits, args, t0)
     actual = [r["val_top1"] for r in results["standalone"]]
-    median = ranked[int(np.argsort(actual)[len(actual) // 2])]
-    noise = [actual[ranked.index(median)]] + [standalone(space, median, splits, args, seed)
-                                              for seed in range(1, args.noise_seeds)]
-    results["seed_noise"] = {"arch": space.format(median), "val_top1": noise,
-                             "std": float(np.std(noise, ddof=1)) if len(noise) > 1 else 0.0,
-                             "spread_std": float(np.std(actual, ddof=1))}
-    print(json.dumps(results["seed_noise"]), flush=True)
 
     for seed in args.seeds:
         for name in args.variants:

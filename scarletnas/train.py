@@ -127,6 +127,81 @@ def _allreduce_grads(model: nn.Module, world_size: int) -> None:
         g.copy_(synced)
 
 
+@dataclass
+class _Schedule:
+    """Steps of a run: per epoch, in total, of warm-up, and where this call stops."""
+
+    per_epoch: int
+    total: int
+    warmup: int
+    stop_at: int
+
+    @classmethod
+    def of(cls, run: RunConfig, per_epoch: int) -> _Schedule:
+        total = max(1, math.ceil(run.optim.epochs * per_epoch))
+        return cls(per_epoch, total, int(round(run.optim.warmup_epochs * per_epoch)),
+                   min(total, run.max_steps) if run.max_steps else total)
+
+    def epoch_done(self, step: int) -> bool:
+        return step % self.per_epoch == 0 or step == self.total
+
+
+def _resume(ckpt: Checkpoint, fingerprint: dict | None, model: nn.Module,
+            opt: torch.optim.Optimizer, ema: nn.Module | None, running: _Running,
+            result: FitResult, device: torch.device) -> None:
+    """Restore everything a checkpoint holds, so the run continues bit-identically."""
+    state = ckpt.load()
+    if state is None:
+        return
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
+        raise ValueError(f"checkpoint {ckpt.uri} belongs to a different run (its config, space "
+                         "or arch differ); use a new checkpoint location or delete it to start "
+                         "over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    running.stats.copy_(state["running"].to(device))
+    result.history = list(state["history"])
+    result.resumed_from = int(state["step"])
+
+
+def _snapshot(step: int, model: nn.Module, opt: torch.optim.Optimizer, ema: nn.Module | None,
+              running: _Running, result: FitResult, fingerprint: dict | None,
+              device: torch.device) -> dict:
+    return {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "running": running.stats.cpu(), "history": result.history,
+            "fingerprint": fingerprint}
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x, y,
+                paths: Sequence, lr: float, autocast: bool, running: _Running,
+                ema: nn.Module | None) -> None:
+    """One optimizer step: the gradients of every path of the step, summed (and
+    averaged over ranks), then the update and the EMA."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    for path in paths:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x) if path is None else model(x, path)
+            loss = loss_fn(logits, y)
+        loss.backward()
+        running.add(loss, logits, y)
+    world_size = world()[1]
+    if world_size > 1:
+        _allreduce_grads(model, world_size)
+    opt.step()
+    if ema is not None:
+        ema.update_parameters(model)
+
+
 def fit(model: nn.Module, batches: Batches, run: RunConfig, *,
         paths_for_step: Callable[[int], Sequence] | None = None,
         checkpoint_uri: str | None = None, callback: MetricsCallback | None = None,
@@ -141,11 +216,8 @@ def fit(model: nn.Module, batches: Batches, run: RunConfig, *,
     (e.g. validation accuracy); ``fingerprint`` must match a checkpoint's.
     """
     device = batches.device
-    rank, world_size = world()
-    per_epoch = len(batches)
-    total = max(1, math.ceil(run.optim.epochs * per_epoch))
-    warmup = int(round(run.optim.warmup_epochs * per_epoch))
-    stop_at = min(total, run.max_steps) if run.max_steps else total
+    rank = world()[0]
+    plan = _Schedule.of(run, len(batches))
     opt = make_optimizer(model, run.optim)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=run.optim.label_smoothing)
     autocast = run.amp and device.type == "cuda"
@@ -153,85 +225,50 @@ def fit(model: nn.Module, batches: Batches, run: RunConfig, *,
     ckpt = Checkpoint(checkpoint_uri)
     running = _Running(device)
     result = FitResult(steps=0)
+    _resume(ckpt, fingerprint, model, opt, ema, running, result, device)
 
-    state = ckpt.load()
-    if state is not None:
-        if fingerprint is not None and state.get("fingerprint") != fingerprint:
-            raise ValueError(f"checkpoint {checkpoint_uri} belongs to a different run (its "
-                             "config, space or arch differ); use a new checkpoint location or "
-                             "delete it to start over")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        running.stats.copy_(state["running"].to(device))
-        result.history = list(state["history"])
-        result.resumed_from = int(state["step"])
-
-    def save(step: int) -> None:
-        if rank != 0:
-            return
-        ckpt.save({
-            "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "running": running.stats.cpu(), "history": result.history,
-            "fingerprint": fingerprint,
-        })
+    def report(metrics: dict, step: int) -> None:
+        if callback and rank == 0:
+            callback({f"{desc}/{k}": v for k, v in metrics.items()}, step)
 
     step = result.resumed_from
     model.train()
-    bar = tqdm(total=total, initial=step, desc=desc, disable=rank != 0, dynamic_ncols=True,
-               mininterval=2.0)
+    bar = tqdm(total=plan.total, initial=step, desc=desc, disable=rank != 0,
+               dynamic_ncols=True, mininterval=2.0)
     try:
-        while step < stop_at:
-            epoch, first = divmod(step, per_epoch)
+        while step < plan.stop_at:
+            epoch, first = divmod(step, plan.per_epoch)
             for x, y in batches.epoch(epoch, start=first):
-                lr = lr_at(step, total, warmup, run.optim.lr)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                for path in paths_for_step(step):
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                        logits = model(x) if path is None else model(x, path)
-                        loss = loss_fn(logits, y)
-                    loss.backward()
-                    running.add(loss, logits, y)
-                if world_size > 1:
-                    _allreduce_grads(model, world_size)
-                opt.step()
-                if ema is not None:
-                    ema.update_parameters(model)
+                lr = lr_at(step, plan.total, plan.warmup, run.optim.lr)
+                _train_step(model, opt, loss_fn, x, y, paths_for_step(step), lr, autocast,
+                            running, ema)
                 step += 1
                 bar.update(1)
-                epoch_done = step % per_epoch == 0 or step == total
+                epoch_done = plan.epoch_done(step)
                 if step % run.log_every == 0 or epoch_done:
-                    metrics = {**running.report(), "lr": lr, "epoch": step / per_epoch}
+                    metrics = {**running.report(), "lr": lr, "epoch": step / plan.per_epoch}
                     bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}",
                                     refresh=False)
-                    if callback and rank == 0:
-                        callback({f"{desc}/{k}": v for k, v in metrics.items()}, step)
+                    report(metrics, step)
                 if epoch_done:
                     entry = {"epoch": epoch + 1, "step": step}
                     if on_epoch_end is not None:
                         entry.update(on_epoch_end(epoch, result.history))
                         model.train()
                     result.history.append(entry)
-                    if callback and rank == 0 and len(entry) > 2:
-                        callback({f"{desc}/epoch_{k}": v for k, v in entry.items()
-                                  if k not in ("epoch", "step")}, step)
-                if epoch_done or step % run.checkpoint_every == 0 or step == stop_at:
-                    save(step)
-                if step >= stop_at:
+                    if len(entry) > 2:
+                        report({f"epoch_{k}": v for k, v in entry.items()
+                                if k not in ("epoch", "step")}, step)
+                if rank == 0 and (epoch_done or step % run.checkpoint_every == 0
+                                  or step == plan.stop_at):
+                    ckpt.save(_snapshot(step, model, opt, ema, running, result, fingerprint,
+                                        device))
+                if step >= plan.stop_at:
                     break
     finally:
         bar.close()
     result.steps = step
-    result.stopped_early = step < total
+    result.stopped_early = step < plan.total
     return result
 
 
