@@ -93,75 +93,70 @@ def cmd_arch_sample(args) -> int:
     return 0
 
 
-def _data_args(p: argparse.ArgumentParser, input_size: bool = True) -> None:
-    p.add_argument("--data", default="digits", help="digits, cifar10 or imagefolder")
-    p.add_argument("--source", default="", help="dataset folder or s3:// prefix")
-    if input_size:
-        p.add_argument("--input-size", type=int, help="image side (default: the space's)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--seed", type=int, default=0)
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of pipeline settings (as for `run`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set supernet.optim.epochs=5")
 
 
-def _load_data(args, input_size: int):
-    from .config import DataConfig
-    from .data import load_splits
+def _pipeline_config(args, flags: dict[str, str]):
+    """The pipeline's config (file, then --set), then the command's own flags:
+    the same settings and defaults as a pipeline run."""
+    from .config import load_pipeline_config
 
-    return load_splits(DataConfig(dataset=args.data, source=args.source, input_size=input_size,
-                                  seed=args.seed))
+    overrides = [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items()
+                 if getattr(args, dest) is not None]
+    return load_pipeline_config(args.config, [*args.set, *overrides])
+
+
+TRAIN_FLAGS = {"data": "data.dataset", "source": "data.source", "space": "space.preset",
+               "width": "space.width_mult", "epochs": "supernet.optim.epochs",
+               "lr": "supernet.optim.lr", "batch_size": "supernet.optim.batch_size",
+               "sampling": "supernet.sampling", "stabilizer": "supernet.stabilizer",
+               "stabilizer_init": "supernet.stabilizer_init",
+               "zero_init_residual": "supernet.zero_init_residual", "device": "supernet.device",
+               "seed": "supernet.seed"}
+SEARCH_FLAGS = {"budget_madds": "search.max_madds", "budget_params": "search.max_params",
+                "budget_latency_ms": "search.max_latency_ms",
+                "generations": "search.generations", "population": "search.population",
+                "objectives": "search.objectives", "top_k": "search.top_k",
+                "calib_batches": "eval.calib_batches", "val_images": "eval.val_images",
+                "device": "supernet.device", "seed": "search.seed"}
+
+
+def _tracker(cfg, name: str):
+    from .tracking import Tracker
+
+    return Tracker(cfg.tracking.uri, cfg.tracking.experiment, name)
 
 
 def cmd_train_supernet(args) -> int:
-    from .checkpoint import save_supernet
-    from .config import OptimConfig, SupernetConfig
-    from .train import train_supernet
+    """The pipeline's prepare_data and train_supernet stages, run here."""
+    from pathlib import Path
 
-    space = _space(args)
-    if args.width:
-        space = space.with_(width_mult=args.width)
-    splits = _load_data(args, args.input_size or space.input_size)
-    space = space.with_(num_classes=splits.num_classes, input_size=splits.input_size)
-    cfg = SupernetConfig(optim=OptimConfig(epochs=args.epochs, lr=args.lr,
-                                           batch_size=args.batch_size,
-                                           warmup_epochs=min(1.0, args.epochs / 10)),
-                         sampling=args.sampling, stabilizer=not args.no_stabilizer,
-                         stabilizer_init=args.stabilizer_init, seed=args.seed,
-                         zero_init_residual=not args.no_zero_init_residual,
-                         device=args.device)
-    supernet, result = train_supernet(space, splits, cfg, checkpoint_uri=args.checkpoint)
-    save_supernet(args.out, supernet.cpu(), {"steps": result.steps})
-    print(json.dumps({"supernet": args.out, "steps": result.steps,
-                      "space_fingerprint": space.fingerprint}))
+    from . import stages
+
+    cfg = _pipeline_config(args, TRAIN_FLAGS)
+    dataset = str(Path(args.out).with_name("dataset.json"))
+    with _tracker(cfg, "prepare_data") as tracker:
+        stages.prepare_data(cfg, dataset, tracker)
+    with _tracker(cfg, "train_supernet") as tracker:
+        out = stages.train_supernet(cfg, dataset, args.out, args.checkpoint or "", tracker)
+    print(json.dumps({"supernet": args.out, "dataset": dataset, **out}, indent=1))
     return 0
 
 
 def cmd_search(args) -> int:
-    from .checkpoint import load_supernet
-    from .config import EvalConfig, SearchConfig
-    from .evaluate import make_scorer
-    from .report import write_search_outputs
-    from .search import run_search
-    from .train import resolve_device
+    """The pipeline's search stage, on the data and space the supernet was trained on."""
+    from pathlib import Path
 
-    supernet = load_supernet(args.supernet)
-    space = supernet.space
-    splits = _load_data(args, args.input_size or space.input_size)
-    if (splits.num_classes, splits.input_size) != (space.num_classes, space.input_size):
-        raise ValueError(f"the supernet was trained for {space.num_classes} classes at "
-                         f"{space.input_size}px but the data has {splits.num_classes} classes "
-                         f"at {splits.input_size}px")
-    cfg = SearchConfig(generations=args.generations, population=args.population,
-                       objectives=args.objectives, max_madds=args.budget_madds or 0,
-                       max_params=args.budget_params or 0, top_k=args.top_k, seed=args.seed)
-    device = resolve_device(args.device)
-    scorer = make_scorer(supernet, splits, EvalConfig(calib_batches=args.calib_batches,
-                                                      val_images=args.val_images),
-                         devices=None if device.type == "cuda" else [device], seed=args.seed)
-    result = run_search(space, scorer, cfg, state_uri=args.state)
-    outputs = write_search_outputs(result, args.out)
-    print(json.dumps({"front": len(result.front), "evaluated": len(result.evaluated),
-                      "hypervolume": result.hypervolume[-1],
-                      "selected": [r["arch"] for r in result.selected], "outputs": outputs},
-                     indent=1))
+    from . import manifest, stages
+
+    dataset = args.dataset or str(Path(args.supernet).with_name("dataset.json"))
+    cfg = manifest.adopt(_pipeline_config(args, SEARCH_FLAGS), manifest.read(dataset))
+    with _tracker(cfg, "search") as tracker:
+        out = stages.search(cfg, dataset, args.supernet, args.out, args.state or "", tracker)
+    print(json.dumps(out, indent=1))
     return 0
 
 
@@ -218,35 +213,49 @@ def build_parser() -> argparse.ArgumentParser:
     _space_args(sample)
     sample.set_defaults(func=cmd_arch_sample)
 
-    train = sub.add_parser("train-supernet", help="train a weight-sharing supernet")
-    _space_args(train)
-    _data_args(train, input_size=False)
-    train.set_defaults(space="small")
+    train = sub.add_parser("train-supernet", help="train a weight-sharing supernet (the "
+                           "pipeline's prepare_data and train_supernet steps, run here)")
+    _config_args(train)
+    train.add_argument("--data", help="digits, distorted-digits, cifar10 or imagefolder")
+    train.add_argument("--source", help="dataset folder or s3:// prefix")
+    train.add_argument("--space", help="search space preset: compact, small or imagenet")
     train.add_argument("--width", type=float, help="width multiplier of the space")
-    train.add_argument("--epochs", type=float, default=30)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--sampling", default="uniform", help="uniform or fair")
-    train.add_argument("--no-stabilizer", action="store_true", help="plain identity skips")
-    train.add_argument("--stabilizer-init", default="identity", help="identity or kaiming")
-    train.add_argument("--no-zero-init-residual", action="store_true",
+    train.add_argument("--epochs", type=float)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--sampling", help="uniform or fair")
+    train.add_argument("--no-stabilizer", dest="stabilizer", action="store_const", const=False,
+                       help="plain identity skips (the paper's ablation)")
+    train.add_argument("--stabilizer-init", help="identity or kaiming")
+    train.add_argument("--no-zero-init-residual", dest="zero_init_residual",
+                       action="store_const", const=False,
                        help="start residual choices at the release init, not the identity")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--seed", type=int)
     train.add_argument("--checkpoint", help="resume state URI (local or s3://)")
-    train.add_argument("--out", required=True, help="where to write supernet.pt")
+    train.add_argument("--out", required=True,
+                       help="where to write supernet.pt (the prepared data's manifest, "
+                            "dataset.json, goes beside it)")
     train.set_defaults(func=cmd_train_supernet)
 
-    search = sub.add_parser("search", help="NSGA-II search with a trained supernet")
+    search = sub.add_parser("search", help="NSGA-II search with a trained supernet (the "
+                            "pipeline's search step, run here)")
+    _config_args(search)
     search.add_argument("--supernet", required=True, help="supernet.pt (local or s3://)")
-    _data_args(search)
+    search.add_argument("--dataset", help="prepared-data manifest (default: the dataset.json "
+                                          "written beside the supernet)")
     search.add_argument("--budget-madds", type=float, help="multiply-add budget, e.g. 3e8")
     search.add_argument("--budget-params", type=float, help="parameter budget, e.g. 6e6")
-    search.add_argument("--generations", type=int, default=20)
-    search.add_argument("--population", type=int, default=32)
-    search.add_argument("--objectives", default="top1,madds",
-                        help="top1 plus any of madds, params (comma-separated)")
-    search.add_argument("--top-k", type=int, default=3)
-    search.add_argument("--calib-batches", type=int, default=8)
-    search.add_argument("--val-images", type=int, default=0, help="0: the whole split")
+    search.add_argument("--budget-latency-ms", type=float,
+                        help="CPU batch-1 latency budget in ms")
+    search.add_argument("--generations", type=int)
+    search.add_argument("--population", type=int)
+    search.add_argument("--objectives", help="top1 plus any of madds, params, latency")
+    search.add_argument("--top-k", type=int)
+    search.add_argument("--calib-batches", type=int)
+    search.add_argument("--val-images", type=int, help="0: the whole split")
+    search.add_argument("--device", help="auto, cpu, cuda, ...")
+    search.add_argument("--seed", type=int)
     search.add_argument("--state", help="resume state URI, saved every generation")
     search.add_argument("--out", default="search-out", help="output folder or s3:// prefix")
     search.set_defaults(func=cmd_search)

@@ -30,7 +30,19 @@ def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
 def describe(cfg: PipelineConfig, splits: Splits, space: SearchSpace) -> dict:
     """The manifest of ``splits`` prepared under ``cfg`` with ``space``."""
     return {"format": FORMAT, "data": to_dict(cfg.data), **splits.describe(),
-            "space": space.to_dict(), "space_fingerprint": space.fingerprint}
+            "space_config": to_dict(cfg.space), "space": space.to_dict(),
+            "space_fingerprint": space.fingerprint}
+
+
+def adopt(cfg: PipelineConfig, manifest: dict) -> PipelineConfig:
+    """``cfg`` with the data and space settings the manifest was prepared with
+    (for a step run by hand on data prepared earlier)."""
+    import dataclasses
+
+    from .config import SpaceConfig
+
+    return dataclasses.replace(cfg, data=from_dict(DataConfig, manifest["data"]),
+                               space=from_dict(SpaceConfig, manifest["space_config"]))
 
 
 def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:

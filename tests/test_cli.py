@@ -76,3 +76,30 @@ def test_library_commands_run_without_the_pipeline_stack():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "365.3M multiply-adds" in proc.stdout
+
+
+def test_train_supernet_then_search_run_the_pipeline_stages(tmp_path, capsys):
+    """The CLI's train-supernet and search are the pipeline's stages: same config
+    keys and defaults, the prepared-data manifest beside the supernet, and the
+    search reads data and space from it."""
+    supernet = tmp_path / "sn" / "supernet.pt"
+    assert main(["train-supernet", "--out", str(supernet), "--epochs", "1", "--width", "0.25",
+                 "--no-stabilizer", "--set", "supernet.optim.warmup_epochs=0.2",
+                 "--set", "supernet.check_paths=3"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["steps"] == 17 and trained["learned"] == 0
+    manifest = json.loads((tmp_path / "sn" / "dataset.json").read_text())
+    assert manifest["space_config"] == {"preset": "compact", "width_mult": 0.25,
+                                        "allow_skip": True}
+    assert main(["search", "--supernet", str(supernet), "--generations", "2", "--population",
+                 "6", "--top-k", "1", "--out", str(tmp_path / "out")]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found["selected"]) == 1 and found["metrics"]["evaluated"] == 12
+    assert found["warning"].startswith("SUPERNET HAS NOT LEARNED")
+    assert (tmp_path / "out" / "pareto.html").exists()
+    # another run's manifest describes another space: refused, naming both spaces
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**manifest, "space_config": {**manifest["space_config"],
+                                                              "width_mult": 0.5}}))
+    assert main(["search", "--supernet", str(supernet), "--dataset", str(other)]) == 2
+    assert "prepare_data published search space" in capsys.readouterr().err
