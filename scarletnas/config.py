@@ -19,9 +19,13 @@ class ConfigError(ValueError):
     """A configuration value that cannot work."""
 
 
-DATASETS = ("digits", "distorted-digits", "cifar10", "imagefolder")
-AUGMENTS = ("none", "basic", "randaugment", "autoaugment")
-OPTIMIZERS = ("sgd", "rmsprop")
+def allowed(module: str, name: str) -> list[str]:
+    """The allowed values of an option, defined once next to what they name
+    (e.g. ``data.LOADERS`` for ``data.dataset``); imported when validating, so
+    this module stays importable by the modules it describes."""
+    import importlib
+
+    return list(getattr(importlib.import_module(f"scarletnas.{module}"), name))
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -29,8 +33,9 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    _check(value in options, f"{name}={value!r} is not supported; choose one of {list(options)}")
+def _choice(name: str, value: str, module: str, registry: str) -> None:
+    options = allowed(module, registry)
+    _check(value in options, f"{name}={value!r} is not supported; choose one of {options}")
 
 
 @dataclass
@@ -47,7 +52,7 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _choice("data.dataset", self.dataset, DATASETS)
+        _choice("data.dataset", self.dataset, "data", "LOADERS")
         _check(self.input_size >= 8, f"data.input_size={self.input_size}: use at least 8")
         _check(0 < self.val_fraction < 1, "data.val_fraction must be between 0 and 1")
         _check(0 <= self.test_fraction < 1, "data.test_fraction must be in [0, 1)")
@@ -73,7 +78,7 @@ class OptimConfig:
     label_smoothing: float = 0.1
 
     def __post_init__(self):
-        _choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optim.optimizer", self.optimizer, "train", "OPTIMIZERS")
         _check(self.lr > 0, f"optim.lr={self.lr}: must be positive")
         _check(self.batch_size >= 2, "optim.batch_size must be >= 2 (BatchNorm needs a batch)")
         _check(self.epochs > 0, f"optim.epochs={self.epochs}: must be positive")
@@ -99,7 +104,7 @@ class RunConfig:
     max_steps: int = 0  # stop early after this many steps in total (0: the full schedule)
 
     def __post_init__(self):
-        _choice("augment", self.augment, AUGMENTS)
+        _choice("augment", self.augment, "data", "AUGMENTS")
         _check(self.log_every >= 1, "log_every must be >= 1")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         _check(self.max_steps >= 0, "max_steps must be >= 0")
@@ -116,8 +121,8 @@ class SupernetConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("sampling", self.sampling, ("uniform", "fair"))
-        _choice("stabilizer_init", self.stabilizer_init, ("kaiming", "identity"))
+        _choice("sampling", self.sampling, "sampling", "SAMPLERS")
+        _choice("stabilizer_init", self.stabilizer_init, "ops", "STABILIZER_INITS")
         _check(self.check_paths >= 0, "supernet.check_paths must be >= 0 (0: no check)")
 
 
@@ -149,9 +154,6 @@ class EvalConfig:
         _check(self.val_images >= 0, "eval.val_images must be >= 0")
 
 
-OBJECTIVES = ("top1", "madds", "params", "latency")
-
-
 @dataclass
 class SearchConfig:
     """NSGA-II over the supernet. Budgets of 0 mean no budget."""
@@ -171,8 +173,9 @@ class SearchConfig:
         _check(self.generations >= 1, "search.generations must be >= 1")
         _check(self.population >= 4, "search.population must be >= 4")
         names = self.objective_names
-        unknown = [n for n in names if n not in OBJECTIVES]
-        _check(not unknown, f"search.objectives: unknown {unknown}; choose from {list(OBJECTIVES)}")
+        objectives = allowed("search", "OBJECTIVES")
+        unknown = [n for n in names if n not in objectives]
+        _check(not unknown, f"search.objectives: unknown {unknown}; choose from {objectives}")
         _check(names[:1] == ["top1"] and len(set(names)) == len(names) and len(names) >= 2,
                "search.objectives must start with top1 and add at least one of madds, params, "
                "latency, each once (e.g. 'top1,madds')")
@@ -200,7 +203,10 @@ class SpaceConfig:
     allow_skip: bool = True
 
     def __post_init__(self):
-        _choice("space.preset", self.preset, ("compact", "small", "imagenet"))
+        from .space import SearchSpace
+
+        _check(self.preset in SearchSpace.PRESETS, f"space.preset={self.preset!r} is not "
+               f"supported; choose one of {list(SearchSpace.PRESETS)}")
         _check(self.width_mult > 0, "space.width_mult must be positive")
 
 

@@ -311,7 +311,11 @@ def random_crop_flip(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch
     return out.to(x.dtype)
 
 
+AUGMENTS = ("none", "basic", "randaugment", "autoaugment")  # basic: crop and flip only
+
+
 def _policy(augment: str):
+    """The torchvision policy applied before crop and flip, if any."""
     from torchvision.transforms import v2
 
     if augment == "randaugment":

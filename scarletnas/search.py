@@ -46,6 +46,11 @@ from .space import Arch, SearchSpace
 
 Scorer = Callable[[list[Arch]], list[dict]]  # archs -> [{"top1": ...}, ...]
 
+# what search.objectives may name: each minimized, read from an arch's record
+OBJECTIVES: dict[str, Callable[[dict], float]] = {
+    "top1": lambda r: 1.0 - r["top1"], "madds": lambda r: r["madds"],
+    "params": lambda r: r["params"], "latency": lambda r: r["latency_ms"]}
+
 
 # ---- operators -------------------------------------------------------------------------
 class ArchSampling(Sampling):
@@ -123,9 +128,7 @@ class NASProblem(Problem):
         return [self.cache[a] for a in archs]
 
     def objective_matrix(self, recs: Sequence[dict]) -> np.ndarray:
-        cols = {"top1": lambda r: 1.0 - r["top1"], "madds": lambda r: r["madds"],
-                "params": lambda r: r["params"], "latency": lambda r: r["latency_ms"]}
-        return np.array([[cols[o](r) for o in self.objectives] for r in recs], dtype=float)
+        return np.array([[OBJECTIVES[o](r) for o in self.objectives] for r in recs], dtype=float)
 
     def constraint_matrix(self, recs: Sequence[dict]) -> np.ndarray:
         if not self.budgets:

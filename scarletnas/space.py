@@ -184,14 +184,13 @@ class SearchSpace:
         kw.update(overrides)
         return cls(**kw)
 
+    PRESETS = ("compact", "small", "imagenet")  # the classmethods ``named`` builds
+
     @classmethod
     def named(cls, name: str, **overrides) -> SearchSpace:
-        presets = {"imagenet": cls.imagenet, "small": cls.small, "compact": cls.compact}
-        try:
-            return presets[name.lower()](**overrides)
-        except KeyError:
-            raise ValueError(
-                f"unknown search space {name!r}; choose one of {sorted(presets)}") from None
+        if name.lower() not in cls.PRESETS:
+            raise ValueError(f"unknown search space {name!r}; choose one of {list(cls.PRESETS)}")
+        return getattr(cls, name.lower())(**overrides)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -67,12 +67,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": rest, "weight_decay": 0.0}]
 
 
+OPTIMIZERS = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                               nesterov=cfg.nesterov and cfg.momentum > 0),
+    # the EfficientNet/MnasNet recipe's settings
+    "rmsprop": lambda groups, cfg: torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.9, eps=1e-3,
+                                                       momentum=cfg.momentum),
+}
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "rmsprop":  # the EfficientNet/MnasNet recipe's settings
-        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.9, eps=1e-3, momentum=cfg.momentum)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0)
+    return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg.weight_decay), cfg)
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:

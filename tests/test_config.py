@@ -8,6 +8,7 @@ from scarletnas.config import (
     OptimConfig,
     PipelineConfig,
     RetrainConfig,
+    SearchConfig,
     SupernetConfig,
     from_dict,
     load_pipeline_config,
@@ -75,3 +76,29 @@ def test_merging_keeps_defaults_unshared():
     a = load_pipeline_config(None, ["supernet.optim.lr=0.3"])
     b = load_pipeline_config(None, [])
     assert b.supernet.optim.lr == PipelineConfig().supernet.optim.lr != a.supernet.optim.lr
+
+
+@pytest.mark.parametrize("module,registry,build", [
+    ("data", "LOADERS", lambda v: DataConfig(dataset=v, source="somewhere")),
+    ("data", "AUGMENTS", lambda v: RetrainConfig(augment=v)),
+    ("train", "OPTIMIZERS", lambda v: OptimConfig(optimizer=v)),
+    ("sampling", "SAMPLERS", lambda v: SupernetConfig(sampling=v)),
+    ("ops", "STABILIZER_INITS", lambda v: SupernetConfig(stabilizer_init=v)),
+    ("search", "OBJECTIVES", lambda v: SearchConfig(objectives=f"top1,{v}" if v != "top1"
+                                                    else "top1,madds")),
+])
+def test_allowed_values_come_from_what_they_name(module, registry, build, monkeypatch):
+    """Each option accepts exactly the names its implementation defines: a name
+    added there is valid here, and nothing else is."""
+    import importlib
+
+    mod = importlib.import_module(f"scarletnas.{module}")
+    for name in getattr(mod, registry):
+        build(name)
+    with pytest.raises(ConfigError, match="not supported|unknown"):
+        build("no-such-thing")
+    table = getattr(mod, registry)
+    extended = ({**table, "no-such-thing": None} if isinstance(table, dict)
+                else (*table, "no-such-thing"))
+    monkeypatch.setattr(mod, registry, extended)
+    build("no-such-thing")
