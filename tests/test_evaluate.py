@@ -103,3 +103,15 @@ def test_ranking_check_end_to_end(tiny_space, digits):
     assert [r["arch"] for r in report["archs"]] == [tiny_space.format(a) for a in archs]
     assert all(0 <= r["standalone_top1"] <= 1 for r in report["archs"])
     assert -1 <= report["kendall_tau"] <= 1
+
+
+def test_eval_batch_size_reaches_candidate_scoring_and_validation(tiny_space):
+    """data.eval_batch_size sizes every inference-only pass (it used to be a fixed 256)."""
+    from scarletnas.config import DataConfig
+    from scarletnas.data import load_splits
+
+    splits = load_splits(DataConfig(dataset="digits", input_size=16, eval_batch_size=100))
+    evaluator = CandidateEvaluator(Supernet(tiny_space), splits, EvalConfig(calib_batches=1))
+    sizes = [len(y) for _, y in evaluator.val]
+    assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == len(splits.val)
+    assert [len(y) for _, y in Batches(splits, "test", train=False)][0] == 100

@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -113,7 +114,12 @@ def test_metrics_callback_reports_progress(tiny_space, digits):
     m = seen[-1][1]
     assert set(m) == {"supernet/loss", "supernet/acc", "supernet/img_per_s", "supernet/lr",
                       "supernet/epoch"}
-    assert 0 < m["supernet/loss"] < 5 and m["supernet/img_per_s"] > 0
+    per_epoch = len(digits.train) // 64  # 17 steps: warm-up is 8, step 6 still warms up
+    assert m["supernet/epoch"] == 6 / per_epoch
+    assert m["supernet/lr"] == lr_at(5, 2 * per_epoch, round(0.5 * per_epoch), 0.1)
+    assert math.isclose(m["supernet/lr"], 0.1 * 6 / 8)
+    assert 0 < m["supernet/acc"] <= 1 and m["supernet/img_per_s"] > 0
+    assert 1.5 < m["supernet/loss"] < 3.0  # near ln 10 this early, and finite
 
 
 def test_retrain_learns_digits_and_keeps_best_and_final(tmp_path, tiny_space, digits):
