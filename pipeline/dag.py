@@ -22,7 +22,6 @@ from scarletnas.config import PipelineConfig, to_dict
 from .. import components
 from . import DEFAULT_IMAGE, PIPELINE_NAME
 
-GPU_STEPS = ("train-supernet", "ranking-check", "search", "retrain")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
           "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
           "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
