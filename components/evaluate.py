@@ -4,7 +4,7 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 def evaluate(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[Dataset],
              model: Input[Model], exported: Output[Model], summary: Output[Artifact],
              metrics: Output[Metrics]):
-    """Test accuracy, cost, latency; TorchScript and ONNX export; MLflow model."""
+    """Test accuracy, cost, latency; torch.export (pt2) and ONNX export; MLflow model."""
     import json
     import os
 
@@ -16,7 +16,7 @@ def evaluate(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[
         out = stages.evaluate(cfg, dataset.path, model.path, exported.path, tracker)
     with open(summary.path, "w") as f:
         json.dump(out, f, indent=1)
-    exported.metadata.update({"arch": out["arch"], "formats": ["torchscript", "onnx"]})
+    exported.metadata.update({"arch": out["arch"], "formats": ["pt2", "onnx"]})
     for k, v in out.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             metrics.log_metric(k, v)

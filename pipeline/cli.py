@@ -59,9 +59,9 @@ def _prepare_local_mlflow(uri: str, experiment: str, artifacts: Path) -> None:
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     from mlflow import MlflowClient
 
-    client = MlflowClient(uri)
-    if client.get_experiment_by_name(experiment) is None:
-        client.create_experiment(experiment, artifact_location=artifacts.as_uri())
+    from scarletnas.tracking import ensure_experiment
+
+    ensure_experiment(MlflowClient(uri), experiment, artifacts.as_uri())
 
 
 def _local_outputs(run_dir: Path) -> dict:

@@ -19,6 +19,7 @@ batches the interrupted one would have, whatever the worker count.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 import tempfile
 from collections.abc import Iterator
@@ -97,6 +98,19 @@ class Splits:
         return {"dataset": self.name, "num_classes": self.num_classes,
                 "input_size": self.input_size, "train": len(self.train), "val": len(self.val),
                 "test": len(self.test)}
+
+    def digest(self) -> str:
+        """A fingerprint of the splits' content: pixels and labels of in-memory sets;
+        class folder, file name and label of image folders (where they were synced to
+        does not count)."""
+        h = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            if isinstance(part, TensorSet):
+                h.update(part.images.contiguous().numpy().tobytes())
+            else:
+                h.update("\n".join("/".join(Path(f).parts[-2:]) for f in part.files).encode())
+            h.update(part.labels.numpy().tobytes())
+        return h.hexdigest()[:16]
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int):

@@ -1,5 +1,7 @@
-"""Deployable forms of a retrained subnet: TorchScript and ONNX, each checked
-against the PyTorch model it came from."""
+"""Deployable forms of a retrained subnet: a torch.export program (.pt2) and ONNX,
+both with a dynamic batch dimension, each checked against the PyTorch model it
+came from. Neither needs this package's classes nor unpickles code to load.
+(TorchScript is deprecated in torch 2.14 in favour of torch.export.)"""
 
 from __future__ import annotations
 
@@ -12,18 +14,19 @@ import torch
 from torch import nn
 
 
-def export_torchscript(model: nn.Module, input_size: int, path: str | Path) -> Path:
-    """Trace in eval mode on CPU (the nets have no data-dependent control flow)."""
+def _dynamic_batch():
+    return torch.export.Dim("batch", min=1, max=4096)
+
+
+def export_program(model: nn.Module, input_size: int, path: str | Path) -> Path:
+    """torch.export in eval mode on CPU, any batch size; saved as a .pt2 archive."""
     model = model.cpu().eval()
-    example = torch.randn(1, 3, input_size, input_size)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(2, 3, input_size, input_size)
+    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: _dynamic_batch()}})
     buf = io.BytesIO()
-    torch.jit.save(traced, buf)
-    _atomic_write(path, buf.getvalue())
-    return path
+    torch.export.save(program, buf)
+    _atomic_write(Path(path), buf.getvalue())
+    return Path(path)
 
 
 def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int = 18) -> Path:
@@ -34,10 +37,9 @@ def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "model.onnx")
-        batch = torch.export.Dim("batch", min=1, max=4096)
         torch.onnx.export(model, (example,), str(out), input_names=["image"],
                           output_names=["logits"], opset_version=opset, dynamo=True,
-                          dynamic_shapes={"x": {0: batch}}, external_data=False,
+                          dynamic_shapes={"x": {0: _dynamic_batch()}}, external_data=False,
                           verbose=False)
         _atomic_write(path, out.read_bytes())
     return path
@@ -67,9 +69,16 @@ def check_onnx(model: nn.Module, onnx_path: str | Path, input_size: int, batch: 
     return diff
 
 
-def check_torchscript(model: nn.Module, ts_path: str | Path, input_size: int) -> float:
+def check_program(model: nn.Module, pt2_path: str | Path, input_size: int,
+                  atol: float = 1e-5) -> float:
+    """Max abs difference of the loaded .pt2 program's logits from the model's, at a
+    batch size other than the one it was exported with; raises past ``atol``."""
     model = model.cpu().eval()
-    x = torch.randn(4, 3, input_size, input_size, generator=torch.Generator().manual_seed(1))
-    loaded = torch.jit.load(str(ts_path))
+    x = torch.randn(5, 3, input_size, input_size, generator=torch.Generator().manual_seed(1))
+    loaded = torch.export.load(str(pt2_path)).module()
     with torch.no_grad():
-        return float((loaded(x) - model(x)).abs().max())
+        diff = float((loaded(x) - model(x)).abs().max())
+    if diff > atol:
+        raise AssertionError(f"{pt2_path}: the exported program differs from PyTorch by "
+                             f"{diff:.2e} (tolerance {atol:.0e})")
+    return diff

@@ -30,6 +30,7 @@ def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
 def describe(cfg: PipelineConfig, splits: Splits, space: SearchSpace) -> dict:
     """The manifest of ``splits`` prepared under ``cfg`` with ``space``."""
     return {"format": FORMAT, "data": to_dict(cfg.data), **splits.describe(),
+            "digest": splits.digest(), "source": data_source(cfg.data),
             "space_config": to_dict(cfg.space), "space": space.to_dict(),
             "space_fingerprint": space.fingerprint}
 
@@ -43,6 +44,13 @@ def adopt(cfg: PipelineConfig, manifest: dict) -> PipelineConfig:
 
     return dataclasses.replace(cfg, data=from_dict(DataConfig, manifest["data"]),
                                space=from_dict(SpaceConfig, manifest["space_config"]))
+
+
+def data_source(cfg: DataConfig) -> str:
+    """Where the images come from, as a user would name it."""
+    if cfg.dataset in ("digits", "distorted-digits"):
+        return "sklearn.datasets.load_digits (bundled)"
+    return cfg.source
 
 
 def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:
@@ -82,7 +90,8 @@ def open_prepared(cfg: PipelineConfig, manifest: dict | str) -> tuple[Splits, Se
         raise DataError(f"this step's data settings differ from prepare_data's in {changed}: "
                         "every step of a run must get the same config")
     splits = load_splits(cfg.data)
-    found, expected = splits.describe(), {k: manifest[k] for k in splits.describe()}
+    found = {**splits.describe(), "digest": splits.digest()}
+    expected = {k: manifest[k] for k in found}
     if found != expected:
         raise DataError(f"the data changed since prepare_data described it: prepared "
                         f"{expected}, found {found}; rerun the pipeline (without cached "

@@ -32,10 +32,22 @@ def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> di
     tracker.params(to_dict(cfg.data), "data.")
     tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
                      "data/test_images": len(splits.test)})
-    tags = {"space_fingerprint": space.fingerprint}
-    tracker.tags(tags)
-    tracker.parent_tags(tags)
+    tracker.tags({"space_fingerprint": space.fingerprint})
+    tracker.params({"space_fingerprint": space.fingerprint, "data_digest": manifest["digest"]})
+    tracker.dataset(manifest, context="prepared")
+    tracker.parent.tags({"space_fingerprint": space.fingerprint})
+    tracker.parent.params({"space_fingerprint": space.fingerprint,
+                           "data_digest": manifest["digest"]})
+    tracker.parent.dataset(manifest)
     return manifest
+
+
+def _open(cfg: PipelineConfig, dataset: str, tracker: Tracker):
+    """The prepared splits and space, the data logged as this run's dataset input."""
+    manifest = prepared.read(dataset)
+    splits, space = prepared.open_prepared(cfg, manifest)
+    tracker.dataset(manifest)
+    return splits, space, manifest
 
 
 def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
@@ -51,7 +63,7 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
     from .checkpoint import save_supernet
     from .train import train_supernet as train
 
-    splits, space = prepared.open_prepared(cfg, dataset)
+    splits, space, manifest = _open(cfg, dataset, tracker)
     tracker.params(to_dict(cfg.supernet), "supernet.")
     tracker.tags({"space_fingerprint": space.fingerprint,
                   "stabilizer": cfg.supernet.stabilizer, "sampling": cfg.supernet.sampling})
@@ -74,6 +86,8 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
     out = {"steps": result.steps, "resumed_from_step": result.resumed_from,
            "final_loss": last.get("supernet/loss", float("nan")),
            "final_train_acc": last.get("supernet/acc", float("nan")), "minutes": minutes}
+    tracker.parent.metrics({"supernet_final_loss": out["final_loss"],
+                            "supernet_final_train_acc": out["final_train_acc"]})
     if check:
         out.update({"sampled_top1_mean": check["top1_mean"],
                     "sampled_top1_std": check["top1_std"], "learned": int(check["learned"])})
@@ -94,7 +108,8 @@ def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Track
     tracker.metrics({"supernet/learned": int(check["learned"])})
     tags = {"supernet_learned": str(check["learned"]).lower()}
     tracker.tags(tags)
-    tracker.parent_tags(tags)
+    tracker.parent.tags(tags)
+    tracker.parent.metrics({"supernet_sampled_top1": check["top1_mean"]})
     if check["warning"]:
         log.warning(check["warning"])
     return check
@@ -126,7 +141,7 @@ def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
     from .ranking import spread_archs
     from .report import ranking_markdown
 
-    splits, space = prepared.open_prepared(cfg, dataset)
+    splits, space, _ = _open(cfg, dataset, tracker)
     supernet = _load_supernet(cfg, supernet_path, space)
     evaluator = CandidateEvaluator(supernet, splits, cfg.eval, seed=cfg.search.seed)
     archs = spread_archs(space, cfg.ranking.archs, np.random.default_rng(cfg.search.seed))
@@ -142,7 +157,9 @@ def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
     significant = report["kendall_tau"] > 0 and report["kendall_p"] < 0.05
     tags = {"ranking_significant": str(significant).lower()}
     tracker.tags(tags)
-    tracker.parent_tags(tags)
+    tracker.parent.tags(tags)
+    tracker.parent.metrics({"ranking_kendall_tau": report["kendall_tau"],
+                            "ranking_kendall_p": report["kendall_p"]})
     warning = ""
     if not significant:
         warning = (f"RANKING NOT SIGNIFICANT: Kendall tau {report['kendall_tau']:.3f} "
@@ -160,7 +177,7 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     from .report import write_search_outputs
     from .search import run_search
 
-    splits, space = prepared.open_prepared(cfg, dataset)
+    splits, space, _ = _open(cfg, dataset, tracker)
     supernet = _load_supernet(cfg, supernet_path, space)
     device = next(supernet.parameters()).device
     scorer = make_scorer(supernet, splits, cfg.eval, devices=None if device.type == "cuda"
@@ -176,6 +193,14 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
         if not storage.is_s3(files[name]):
             tracker.artifact(files[name], "search")
+    columns = ("arch", "top1", "madds", "params", "latency_ms", "generation")
+    tracker.table([{c: r[c] for c in columns} for r in result.evaluated], "candidates.json")
+    tracker.parent.table([{c: r[c] for c in columns} for r in result.front], "pareto_front.json")
+    if not storage.is_s3(files["pareto.png"]):
+        tracker.parent.artifact(files["pareto.png"], "plots")
+    tracker.parent.metrics({"search_hypervolume": result.hypervolume[-1],
+                            "search_front_size": len(result.front),
+                            "search_evaluated": len(result.evaluated)})
     return {"selected": [r["arch"] for r in result.selected], "files": files, "warning": warning,
             "metrics": {"front_size": len(result.front), "evaluated": len(result.evaluated),
                         "hypervolume": result.hypervolume[-1],
@@ -186,10 +211,13 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
 def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
             tracker: Tracker) -> dict:
     """Train ``arch`` from scratch; best.pt and final.pt land in ``out_dir``."""
+    from .complexity import arch_cost
     from .train import train_subnet
 
-    splits, space = prepared.open_prepared(cfg, dataset)
-    tracker.params({"arch": arch, **to_dict(cfg.retrain)}, "retrain.")
+    splits, space, _ = _open(cfg, dataset, tracker)
+    cost = arch_cost(space, arch)
+    tracker.params({"arch": arch, "madds": cost.madds, "params": cost.params})
+    tracker.params(to_dict(cfg.retrain), "retrain.")
     tracker.tags({"arch": arch})
     work = checkpoint_uri or out_dir
     _, result = train_subnet(space, arch, splits, cfg.retrain, out_dir=work,
@@ -210,12 +238,12 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     from .checkpoint import load_weights
     from .complexity import arch_cost
     from .evaluate import accuracy
-    from .export import check_onnx, check_torchscript, export_onnx, export_torchscript
+    from .export import check_onnx, check_program, export_onnx, export_program
     from .latency import model_latency_ms
     from .subnet import build_subnet
     from .tracking import log_model
 
-    splits, space = prepared.open_prepared(cfg, dataset)
+    splits, space, _ = _open(cfg, dataset, tracker)
     blob = load_weights(str(Path(model_dir, "best.pt")))
     arch = blob["meta"]["arch"]
     model = build_subnet(arch, space=space, dropout=cfg.retrain.dropout)
@@ -223,23 +251,25 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     test = accuracy(model, Batches(splits, "test", train=False))
     cost = arch_cost(space, arch)
     latency_ms = model_latency_ms(model, space.input_size, "cpu", repeats=20)
-    ts = export_torchscript(model, space.input_size, Path(export_dir, "model.torchscript.pt"))
+    pt2 = export_program(model, space.input_size, Path(export_dir, "model.pt2"))
     onnx = export_onnx(model, space.input_size, Path(export_dir, "model.onnx"))
     summary = {
         "arch": arch, "test_top1": test["top1"], "test_top5": test["top5"],
         "test_loss": test["loss"], "val_top1": blob["meta"].get("val_top1"),
         "madds": cost.madds, "params": cost.params, "latency_ms_cpu_batch1": latency_ms,
         "onnx_max_abs_diff": check_onnx(model, onnx, space.input_size),
-        "torchscript_max_abs_diff": check_torchscript(model, ts, space.input_size),
+        "pt2_max_abs_diff": check_program(model, pt2, space.input_size),
         "within_budget": within_budget(
             {"madds": cost.madds, "params": cost.params, "latency_ms": latency_ms},
             budgets(cfg.search)),
     }
     tracker.metrics({k: v for k, v in summary.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    described = {"arch": arch, "madds": cost.madds, "params": cost.params}
+    tracker.params(described)
     tracker.tags({"arch": arch})
     version = log_model(tracker, model, space.input_size,
-                        registered_name=cfg.tracking.registered_model or None)
+                        registered_name=cfg.tracking.registered_model or None, params=described)
     summary["registered_version"] = version
     summary["mlflow_run_id"] = tracker.run_id
     return summary
@@ -265,9 +295,16 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
     markdown = leaderboard_markdown(ranked, champion, warning, footer)
     tracker.text(markdown, "leaderboard.md")
     tracker.dict({"champion": champion, "all": ranked}, "leaderboard.json")
-    metrics = {"champion_test_top1": champion["test_top1"], "champion_madds": champion["madds"],
-               "models": len(ranked)}
+    metrics = {"champion_test_top1": champion["test_top1"],
+               "champion_test_top5": champion["test_top5"], "champion_madds": champion["madds"],
+               "champion_params": champion["params"],
+               "champion_latency_ms": champion["latency_ms_cpu_batch1"], "models": len(ranked)}
     tracker.metrics(metrics)
+    tracker.parent.metrics(metrics)
+    tracker.parent.table([{k: s[k] for k in ("arch", "test_top1", "test_top5", "madds", "params",
+                                             "latency_ms_cpu_batch1", "within_budget")}
+                          for s in ranked], "leaderboard.json")
+    tracker.parent.text(markdown, "leaderboard.md")
     return {"champion": champion, "ranked": ranked, "metrics": metrics,
             "alias_set": alias_set}, markdown
 
@@ -279,5 +316,4 @@ def component_context(config: str, tracking_uri: str, parent_run_id: str,
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = pipeline_config_from_json(config)
-    return cfg, Tracker(tracking_uri, cfg.tracking.experiment, run_name,
-                        parent_run_id=parent_run_id)
+    return cfg, Tracker.for_task(tracking_uri, cfg.tracking.experiment, run_name, parent_run_id)

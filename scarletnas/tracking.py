@@ -9,11 +9,13 @@ warning is logged once and training or search carry on untracked.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,6 +48,29 @@ def _reachable(uri: str) -> bool:
         return False
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # UI: training runs
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, created if needed, and marked as one of model training
+    runs so the MLflow UI opens on its runs table (not on the GenAI views)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def kfp_task_run() -> tuple[str, str]:
+    """(tracking URI, run id) of the MLflow run KFP's MLflow integration made for
+    this task, nested under the pipeline run's root run; ('', '') without it."""
+    run_id = os.environ.get("MLFLOW_RUN_ID", "")
+    return (os.environ.get("MLFLOW_TRACKING_URI", "") if run_id else ""), run_id
+
+
 class Tracker:
     """A run on an MLflow server, or a quiet no-op when there is none."""
 
@@ -55,6 +80,8 @@ class Tracker:
         self.client = None
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        self.started = time.perf_counter()
         if not tracking_uri:
             return
         # fail fast rather than retrying for minutes against a dead server
@@ -70,8 +97,7 @@ class Tracker:
             if run_id:
                 self.run_id = run_id
                 return
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            exp_id = ensure_experiment(self.client, experiment)
             all_tags = {k: str(v) for k, v in (tags or {}).items() if v not in (None, "")}
             if parent_run_id:
                 all_tags[PARENT_TAG] = parent_run_id
@@ -80,9 +106,32 @@ class Tracker:
         except Exception as err:  # noqa: BLE001 - tracking must never stop the work
             self._disable(f"cannot open an MLflow run: {err}")
 
+    @classmethod
+    def for_task(cls, tracking_uri: str, experiment: str, run_name: str,
+                 parent_run_id: str) -> Tracker:
+        """A component's run: the one KFP's MLflow integration opened for this task
+        when there is one (already nested under the root run), else a new child."""
+        kfp_uri, kfp_run = kfp_task_run()
+        if kfp_run and (kfp_uri or tracking_uri):
+            tracker = cls(tracking_uri or kfp_uri, experiment, run_name, run_id=kfp_run,
+                          parent_run_id=parent_run_id)
+            tracker.tags({"mlflow.runName": run_name})
+            return tracker
+        return cls(tracking_uri, experiment, run_name, parent_run_id=parent_run_id)
+
     @property
     def active(self) -> bool:
         return self.run_id is not None and self.client is not None
+
+    @functools.cached_property
+    def parent(self) -> Tracker:
+        """The pipeline's parent run, where runs are compared; a no-op without one.
+        Its failures are its own: they never disable this run's tracking."""
+        view = Tracker("", "", f"{self.run_name} (parent)")
+        if self.active and self.parent_run_id:
+            view.client, view.run_id = self.client, self.parent_run_id
+            view.tracking_uri = self.tracking_uri
+        return view
 
     def _disable(self, why: str) -> None:
         log.warning("MLflow tracking disabled, the work continues untracked: %s", why)
@@ -108,8 +157,6 @@ class Tracker:
             self._call("log_batch", params=items[i:i + 100])
 
     def metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -122,15 +169,25 @@ class Tracker:
         for k, v in tags.items():
             self._call("set_tag", k, str(v))
 
-    def parent_tags(self, tags: Mapping[str, object]) -> None:
-        """Tags on the pipeline's parent run too, where runs are compared."""
-        if not (self.active and self.parent_run_id):
-            return
-        try:
-            for k, v in tags.items():
-                self.client.set_tag(self.parent_run_id, k, str(v))
-        except Exception as err:  # noqa: BLE001 - tracking must never stop the work
-            log.warning("cannot tag the parent run %s: %s", self.parent_run_id, err)
+    def dataset(self, manifest: Mapping, context: str = "training") -> None:
+        """The prepared data as an MLflow dataset input: name, source, content
+        digest, and classes, input size and split sizes as its profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        profile = {k: manifest[k] for k in ("num_classes", "input_size", "train", "val", "test")}
+        data = Dataset(name=manifest["dataset"], digest=manifest["digest"],
+                       source_type="s3" if manifest["source"].startswith("s3://") else "local",
+                       source=json.dumps({"uri": manifest["source"]}),
+                       profile=json.dumps(profile))
+        self._call("log_inputs", datasets=[
+            DatasetInput(data, [InputTag("mlflow.data.context", context)])])
+
+    def table(self, rows: list[Mapping], name: str) -> None:
+        """Rows as a table artifact the MLflow UI renders (its artifact view and the
+        evaluation tables), not a file users must download."""
+        if rows:
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            self._call("log_table", {c: [r.get(c) for r in rows] for c in columns}, name)
 
     def artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", str(local_path), artifact_path)
@@ -149,9 +206,15 @@ class Tracker:
             self._call("set_terminated", status=status)
 
     def __enter__(self) -> Tracker:
+        self.started = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        """End the run; a finished stage's wall time goes to the parent run too."""
+        minutes = (time.perf_counter() - self.started) / 60
+        self.metrics({"minutes": minutes})
+        if exc_type is None:
+            self.parent.metrics({f"minutes/{self.run_name.split()[0]}": minutes})
         self.end("FAILED" if exc_type else "FINISHED")
 
 
@@ -172,30 +235,33 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
 
 
 def log_model(tracker: Tracker, model, input_size: int, name: str = "model",
-              registered_name: str | None = None) -> str | None:
-    """Log a subnet as TorchScript (any batch size, no Python class needed to
-    load) with a signature and input example; optionally register it.
-    Returns the registered version, if any."""
+              registered_name: str | None = None, params: Mapping | None = None) -> str | None:
+    """Log a subnet as a torch.export program (pt2: any batch size, no Python class
+    and no unpickling to load) with a tensor signature and input example;
+    optionally register it. Returns the registered version, if any."""
     if not tracker.active:
         return None
     try:
         import mlflow
         import numpy as np
         import torch
-        from mlflow.models import infer_signature
+        from mlflow.models.signature import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
 
         model = model.cpu().eval()
-        example = torch.randn(1, 3, input_size, input_size)
+        example = torch.randn(2, 3, input_size, input_size)  # batch > 1: exported as dynamic
         with torch.no_grad():
-            scripted = torch.jit.trace(model, example)
-            out = model(example).numpy()
+            classes = model(example).shape[1]
+        f32 = np.dtype(np.float32)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(f32, (-1, 3, input_size, input_size), "image")]),
+            outputs=Schema([TensorSpec(f32, (-1, classes), "logits")]))
         mlflow.set_tracking_uri(tracker.tracking_uri)
         with mlflow.start_run(run_id=tracker.run_id):
             info = mlflow.pytorch.log_model(
-                scripted, name=name, serialization_format="pickle",
-                signature=infer_signature(example.numpy(), out),
-                input_example=example.numpy().astype(np.float32),
-                registered_model_name=registered_name)
+                model, name=name, serialization_format="pt2", signature=signature,
+                input_example=example.numpy(), registered_model_name=registered_name,
+                params=dict(params or {}))
         return str(info.registered_model_version) if registered_name else None
     except Exception as err:  # noqa: BLE001
         tracker._disable(f"log_model failed: {err}")
@@ -235,30 +301,59 @@ def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> b
 
 
 # ---- the parent run of a pipeline run -------------------------------------------------------
+COMPARED_SECTIONS = ("data", "space", "supernet", "eval", "search", "ranking", "retrain")
+KFP_OWNED_TAG = "scarletnas.parent_owner"  # "kfp": KFP's MLflow integration opened and closes it
+
+
+def comparison_params(cfg) -> dict:
+    """The settings two pipeline runs are compared by, flat (``supernet.optim.lr``):
+    every section that changes results; not where things run or are tracked."""
+    from .config import to_dict
+
+    return _flatten({k: v for k, v in to_dict(cfg).items() if k in COMPARED_SECTIONS})
+
+
 def start_parent_run(cfg, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
                      pipeline_version: str) -> str:
-    """Open the parent MLflow run of a pipeline run; returns its id ('' untracked).
-    What depends on the data (the space fingerprint) is tagged by prepare_data,
-    from the manifest every step checks, so it is never derived twice."""
+    """The parent MLflow run of a pipeline run, with the params runs are compared by;
+    returns its id ('' untracked). Under KFP's MLflow integration it is the root run
+    KFP opened (found from this task's run), not a second one. What depends on the
+    data (the space fingerprint, the dataset) is logged by prepare_data, from the
+    manifest every step checks, so it is never derived twice."""
     from . import __version__
     from .config import to_dict
 
-    tracker = Tracker(tracking_uri, cfg.tracking.experiment, kfp_run_name or "scarlet-nas",
-                      tags={"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name,
-                            "pipeline_version": pipeline_version or __version__,
-                            "scarletnas_version": __version__, "git_sha": git_sha(),
-                            "search_space": cfg.space.preset,
-                            "stabilizer": cfg.supernet.stabilizer,
-                            "stabilizer_init": cfg.supernet.stabilizer_init,
-                            "sampling": cfg.supernet.sampling, "dataset": cfg.data.dataset})
+    tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name,
+            "pipeline_version": pipeline_version or __version__,
+            "scarletnas_version": __version__, "git_sha": git_sha(),
+            "search_space": cfg.space.preset, "stabilizer": cfg.supernet.stabilizer,
+            "stabilizer_init": cfg.supernet.stabilizer_init,
+            "sampling": cfg.supernet.sampling, "dataset": cfg.data.dataset}
+    kfp_uri, task_run = kfp_task_run()
+    tracker = None
+    if task_run and (tracking_uri or kfp_uri):
+        task = Tracker(tracking_uri or kfp_uri, "", "", run_id=task_run)
+        root = task.client.get_run(task_run).data.tags.get(PARENT_TAG) if task.active else None
+        if root:
+            tracker = Tracker(tracking_uri or kfp_uri, "", "", run_id=root)
+            tags[KFP_OWNED_TAG] = "kfp"
+            tracker.tags({k: v for k, v in tags.items() if v not in (None, "")})
+    if tracker is None:
+        tracker = Tracker(tracking_uri, cfg.tracking.experiment, kfp_run_name or "scarlet-nas",
+                          tags=tags)
+    tracker.params({**comparison_params(cfg), "pipeline_version": tags["pipeline_version"],
+                    "git_sha": tags["git_sha"] or "unknown"})
     tracker.dict(to_dict(cfg), "config.json")
     return tracker.run_id or ""
 
 
 def finish_parent_run(cfg, tracking_uri: str, kfp_run_id: str, state: str) -> str:
-    """Close the parent run opened for ``kfp_run_id``; returns its id ('' if none)."""
+    """Close the parent run opened for ``kfp_run_id`` (KFP closes the ones it opened);
+    returns its id ('' if none)."""
     run_id = find_parent_run(tracking_uri, cfg.tracking.experiment, kfp_run_id)
     if run_id:
-        Tracker(tracking_uri, "", "", run_id=run_id).end(
-            "FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
+        tracker = Tracker(tracking_uri, "", "", run_id=run_id)
+        if tracker.active and tracker.client.get_run(run_id).data.tags.get(KFP_OWNED_TAG):
+            return run_id
+        tracker.end("FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
     return run_id

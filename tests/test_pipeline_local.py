@@ -46,19 +46,21 @@ def test_retrained_models_are_accurate_and_exported(local_run):
     splits = load_splits(DataConfig(input_size=16))
     x, y = next(iter(Batches(splits, "test", 64, train=False)))
     onnx_files = [Path(p) for p in out["exported_models"] if p.endswith(".onnx")]
-    ts_files = [Path(p) for p in out["exported_models"] if p.endswith(".torchscript.pt")]
-    assert len(onnx_files) == len(ts_files) == 2
-    for onnx_path, ts_path in zip(sorted(onnx_files), sorted(ts_files), strict=True):
+    pt2_files = [Path(p) for p in out["exported_models"] if p.endswith(".pt2")]
+    assert len(onnx_files) == len(pt2_files) == 2
+    assert not any(p.endswith(".torchscript.pt") for p in out["exported_models"])
+    for onnx_path, pt2_path in zip(sorted(onnx_files), sorted(pt2_files), strict=True):
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         logits = session.run(None, {"image": x.numpy()})[0]
-        scripted = torch.jit.load(str(ts_path))
+        program = torch.export.load(str(pt2_path)).module()
         with torch.no_grad():
-            np.testing.assert_allclose(scripted(x).numpy(), logits, atol=1e-4)
+            np.testing.assert_allclose(program(x).numpy(), logits, atol=1e-4)
         assert (logits.argmax(1) == y.numpy()).mean() > 0.8
 
 
 def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
     import mlflow
+    import onnxruntime as ort
     from mlflow import MlflowClient
 
     _, out = local_run
@@ -81,6 +83,17 @@ def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
     trained = next(r for r in children if r.info.run_name == "train_supernet")
     history = client.get_metric_history(trained.info.run_id, "supernet/loss")
     assert len(history) > 5 and history[-1].step > history[0].step
+    # the champion loads back from the registry (pt2: no unpickling) and computes
+    # exactly what its exported ONNX file computes, at any batch size
     mlflow.set_tracking_uri(out["tracking_uri"])
+    version = client.get_model_version_by_alias("scarlet-nas", "champion")
+    assert client.get_logged_model(version.model_id).params["arch"]
     model = mlflow.pytorch.load_model("models:/scarlet-nas@champion")
-    assert model(torch.randn(3, 3, 16, 16)).shape == (3, 10)
+    summaries = {json.loads(p.read_text())["mlflow_run_id"]: p.parent
+                 for p in Path(out["run_dir"]).rglob("evaluate/summary")}
+    onnx_path = summaries[version.run_id] / "exported" / "model.onnx"
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), session.run(None, {"image": x.numpy()})[0],
+                                   atol=1e-4)
