@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--noise-seeds", type=int, default=3,
                    help="seeds the median ranked arch is trained with, for seed noise")
     p.add_argument("--standalone-epochs", type=float, default=5)
-    p.add_argument("--standalone-from", type=Path,
+    p.add_argument("--standalone-from",
                    help="results.json of an earlier run with the same data, space and ranked "
                         "archs: reuse its stand-alone accuracies instead of retraining them")
     p.add_argument("--input-size", type=int, default=16)
@@ -121,7 +121,7 @@ def main() -> None:
                "standalone": [], "seed_noise": [], "runs": []}
     t0 = time.time()
     if args.standalone_from:
-        reuse_standalone(results, args.standalone_from, [space.format(a) for a in ranked])
+        reuse_standalone(results, Path(args.standalone_from), [space.format(a) for a in ranked])
     else:
         train_standalone(results, space, ranked, splits, args, t0)
     actual = [r["val_top1"] for r in results["standalone"]]

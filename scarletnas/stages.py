@@ -26,19 +26,17 @@ log = logging.getLogger("scarletnas")
 
 def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> dict:
     """Read and split the data once (failing early on bad data), write the manifest
-    every later step reads, and tag the parent run with the space it fixes."""
+    every later step reads, and record the space and data it fixes on this run and
+    the parent run."""
     splits, space, manifest = prepared.prepare(cfg)
     prepared.write(dataset_path, manifest)
     tracker.params(to_dict(cfg.data), "data.")
     tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
                      "data/test_images": len(splits.test)})
-    tracker.tags({"space_fingerprint": space.fingerprint})
-    tracker.params({"space_fingerprint": space.fingerprint, "data_digest": manifest["digest"]})
-    tracker.dataset(manifest, context="prepared")
-    tracker.parent.tags({"space_fingerprint": space.fingerprint})
-    tracker.parent.params({"space_fingerprint": space.fingerprint,
-                           "data_digest": manifest["digest"]})
-    tracker.parent.dataset(manifest)
+    for run in (tracker, tracker.parent):  # what makes runs comparable, where they are compared
+        run.tags({"space_fingerprint": space.fingerprint})
+        run.params({"space_fingerprint": space.fingerprint, "data_digest": manifest["digest"]})
+        run.dataset(manifest)
     return manifest
 
 
