@@ -25,7 +25,7 @@ from pathlib import Path
 from scarletnas.config import load_pipeline_config
 from scarletnas.devstack import free_port
 from scarletnas.pipeline.cli import run_local
-from scarletnas.tracking import PARENT_TAG
+from scarletnas.tracking import PARENT_TAG, UI_MODE
 
 
 def run_pair(root: Path, overrides: list[str]) -> None:
@@ -84,19 +84,22 @@ def main() -> None:
     ui = start_ui(db, port)
     base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
     ids = json.dumps([r.info.run_id for r in parents])
-    pages = {
-        "runs.png": f"{base}/runs",
+    run = f"{base}/runs/{parents[0].info.run_id}"
+    mode = f"workflowType={UI_MODE}"
+    pages = {  # name: (url, window size): tall pages show what is below the fold
+        "runs.png": (f"{base}/runs?{mode}", "1680,700"),
         "compare.png": (f"http://127.0.0.1:{port}/#/compare-runs?runs={ids}"
-                        f"&experiments={json.dumps([exp.experiment_id])}"),
-        "parent_run.png": f"{base}/runs/{parents[0].info.run_id}",
-        "parent_artifacts.png": f"{base}/runs/{parents[0].info.run_id}/artifacts",
+                        f"&experiments={json.dumps([exp.experiment_id])}&{mode}", "1680,3400"),
+        "parent_run.png": (f"{run}?{mode}", "1680,1500"),
+        "parent_pareto_table.png": (f"{run}/artifacts/pareto_front.json?{mode}", "1680,900"),
+        "parent_pareto_plot.png": (f"{run}/artifacts/plots/pareto.png?{mode}", "1680,1000"),
     }
     try:
-        for name, url in pages.items():
-            screenshot(url, out / name)
+        for name, (url, size) in pages.items():
+            screenshot(url, out / name, size)
     finally:
         ui.terminate()
-    print(json.dumps({"store": str(db), "pages": pages,
+    print(json.dumps({"store": str(db), "pages": {k: u for k, (u, _) in pages.items()},
                       "screenshots": [str(out / n) for n in pages]}, indent=1))
 
 

@@ -171,7 +171,10 @@ def cmd_ui(args) -> int:
     if not db.exists():
         raise ConfigError(f"{db} not found: run `scarlet-nas run --local` first")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    from scarletnas.tracking import UI_MODE
+
+    print(f"MLflow UI on http://127.0.0.1:{args.port}/#/?workflowType={UI_MODE} "
+          "(model-training view; Ctrl-C to stop)")
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
                             f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(args.port)],
                            env=env)

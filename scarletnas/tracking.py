@@ -49,6 +49,7 @@ def _reachable(uri: str) -> bool:
 
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # UI: training runs
+UI_MODE = "machine_learning"  # the MLflow UI's ?workflowType= for model training (not GenAI)
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
