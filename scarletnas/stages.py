@@ -172,7 +172,7 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     """NSGA-II with the supernet; writes the front and plots under ``out_dir``."""
     from .evaluate import make_scorer
     from .latency import build_latency_table
-    from .report import write_search_outputs
+    from .report import COLUMNS, write_search_outputs
     from .search import run_search
 
     splits, space, _ = _open(cfg, dataset, tracker)
@@ -191,9 +191,8 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
         if not storage.is_s3(files[name]):
             tracker.artifact(files[name], "search")
-    columns = ("arch", "top1", "madds", "params", "latency_ms", "generation")
-    tracker.table([{c: r[c] for c in columns} for r in result.evaluated], "candidates.json")
-    tracker.parent.table([{c: r[c] for c in columns} for r in result.front], "pareto_front.json")
+    tracker.table([{c: r[c] for c in COLUMNS} for r in result.evaluated], "candidates.json")
+    tracker.parent.table([{c: r[c] for c in COLUMNS} for r in result.front], "pareto_front.json")
     if not storage.is_s3(files["pareto.png"]):
         tracker.parent.artifact(files["pareto.png"], "plots")
     tracker.parent.metrics({"search_hypervolume": result.hypervolume[-1],

@@ -333,8 +333,8 @@ def start_parent_run(cfg, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
     kfp_uri, task_run = kfp_task_run()
     tracker = None
     if task_run and (tracking_uri or kfp_uri):
-        task = Tracker(tracking_uri or kfp_uri, "", "", run_id=task_run)
-        root = task.client.get_run(task_run).data.tags.get(PARENT_TAG) if task.active else None
+        task = Tracker(tracking_uri or kfp_uri, "", "", run_id=task_run)._call("get_run")
+        root = task.data.tags.get(PARENT_TAG) if task else None
         if root:
             tracker = Tracker(tracking_uri or kfp_uri, "", "", run_id=root)
             tags[KFP_OWNED_TAG] = "kfp"
@@ -354,7 +354,8 @@ def finish_parent_run(cfg, tracking_uri: str, kfp_run_id: str, state: str) -> st
     run_id = find_parent_run(tracking_uri, cfg.tracking.experiment, kfp_run_id)
     if run_id:
         tracker = Tracker(tracking_uri, "", "", run_id=run_id)
-        if tracker.active and tracker.client.get_run(run_id).data.tags.get(KFP_OWNED_TAG):
+        run = tracker._call("get_run")
+        if run and run.data.tags.get(KFP_OWNED_TAG):
             return run_id
         tracker.end("FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
     return run_id
