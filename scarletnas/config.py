@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,37 @@ def allowed(module: str, name: str) -> list[str]:
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+# Kubernetes' own formats (apimachinery validation): what the API server would reject
+# at run time is rejected here, at compile time
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
+QUALIFIED_NAME = re.compile(rf"({_DNS}/)?{_NAME}")
+EXTENDED_RESOURCE = re.compile(rf"{_DNS}/{_NAME}")
+LABEL_VALUE = re.compile(rf"({_NAME})?")
+QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+# URI schemes MLflow can track to; an empty URI means a local sqlite store
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql",
+                    "databricks")
+
+
+def _scheme(value: str) -> str:
+    """The URI scheme of ``value`` ('' for a plain path)."""
+    head, sep, _ = value.partition("://")
+    if sep:
+        return head.lower()
+    return value.split(":", 1)[0].lower() if re.match(r"[a-z][a-z0-9+.-]+:", value) else ""
+
+
+def _location(name: str, value: str) -> None:
+    """A folder or s3:// prefix: nothing else can be read or written by the steps."""
+    _check(_scheme(value) in ("", "s3"), f"{name}={value!r}: use a local folder or an "
+           "s3://bucket/prefix (no other storage scheme is supported)")
+    if _scheme(value) == "s3":
+        _check(bool(value[5:].split("/", 1)[0]), f"{name}={value!r} names no bucket: use "
+               "s3://BUCKET/PREFIX")
 
 
 def _choice(name: str, value: str, module: str, registry: str) -> None:
@@ -60,6 +93,9 @@ class DataConfig:
                "data.val_fraction + data.test_fraction leave too little to train on")
         _check(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
         _check(self.workers >= 0, "data.workers must be >= 0")
+        _location("data.source", self.source)
+        _check(_scheme(self.cache_dir) == "", f"data.cache_dir={self.cache_dir!r}: use a "
+               "local folder (s3:// sources are synced into it)")
         if self.dataset not in ("digits", "distorted-digits"):
             _check(bool(self.source), f"data.source is empty: {self.dataset} needs a folder "
                    "or s3:// prefix holding the dataset")
@@ -228,6 +264,21 @@ class TrackingConfig:
     registered_model: str = "scarlet-nas"  # retrained models are registered under this name
     champion_alias: str = "champion"
 
+    def __post_init__(self):
+        scheme = _scheme(self.uri)
+        _check(not self.uri or scheme in TRACKING_SCHEMES,
+               f"tracking.uri={self.uri!r}: use an http(s):// MLflow server (or one of "
+               f"{', '.join(TRACKING_SCHEMES)}), or leave it empty for a local sqlite store")
+        _check(bool(self.experiment.strip()), "tracking.experiment is empty: name the MLflow "
+               "experiment, e.g. scarlet-nas")
+        _check(bool(self.registered_model.strip()) and not set("/:%") & set(
+            self.registered_model), f"tracking.registered_model={self.registered_model!r}: "
+            "name the registered model without '/', ':' or '%', e.g. scarlet-nas")
+        _check(bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", self.champion_alias))
+               and not re.fullmatch(r"latest|v\d+", self.champion_alias, re.I),
+               f"tracking.champion_alias={self.champion_alias!r}: an MLflow alias starts with a "
+               "letter or '_', holds letters, digits, '_' and '-', and is not latest or v<N>")
+
 
 @dataclass
 class ResourcesConfig:
@@ -242,22 +293,41 @@ class ResourcesConfig:
     shm_size: str = "4Gi"  # /dev/shm for data-loader workers
     # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL
     s3_secret: str = "scarlet-nas-s3"
-    mlflow_secret: str = ""  # optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD
+    # Secret with MLFLOW_TRACKING_USERNAME/PASSWORD (the manifests' MLflow requires a login);
+    # empty: a tracking server without authentication
+    mlflow_secret: str = "scarlet-nas-mlflow-auth"
     retries: int = 3  # for train_supernet and search, which resume from checkpoints
 
     def __post_init__(self):
         _check(0 <= self.gpus <= 16, f"resources.gpus={self.gpus}: KFP accepts 0..16 "
                "accelerators per task (0 runs the GPU steps on CPU)")
-        _check(bool(self.gpu_type.strip()) or self.gpus == 0,
-               "resources.gpu_type is empty: use e.g. nvidia.com/gpu")
+        _check(self.gpus == 0 or bool(EXTENDED_RESOURCE.fullmatch(self.gpu_type)),
+               f"resources.gpu_type={self.gpu_type!r} is not a Kubernetes extended resource "
+               "name: use e.g. nvidia.com/gpu or amd.com/gpu")
+        for name in ("cpu_limit", "memory_limit", "shm_size"):
+            value = getattr(self, name)
+            _check(bool(QUANTITY.fullmatch(value)) and float(re.match(r"[\d.]+", value)[0]) > 0,
+                   f"resources.{name}={value!r} is not a positive Kubernetes quantity: use "
+                   "e.g. 8, 500m (CPU) or 32G, 4Gi (memory)")
         _check(self.retries >= 0, "resources.retries must be >= 0")
         if self.node_selector:
-            _check(self.node_selector.count("=") == 1,
-                   "resources.node_selector must look like label=value")
+            key, _, value = self.node_selector.partition("=")
+            _check("=" in self.node_selector and "=" not in value
+                   and bool(QUALIFIED_NAME.fullmatch(key)) and bool(LABEL_VALUE.fullmatch(value)),
+                   f"resources.node_selector={self.node_selector!r}: use label=value with a "
+                   "Kubernetes label key and value, e.g. nvidia.com/gpu.product=NVIDIA-H100")
         if self.toleration:
-            _check(":" in self.toleration, "resources.toleration must look like "
-                   "key=value:Effect or key:Effect (Effect: NoSchedule, PreferNoSchedule, "
-                   "NoExecute)")
+            kv, _, effect = self.toleration.rpartition(":")
+            key, _, value = kv.partition("=")
+            _check(effect in TAINT_EFFECTS and bool(QUALIFIED_NAME.fullmatch(key))
+                   and bool(LABEL_VALUE.fullmatch(value)),
+                   f"resources.toleration={self.toleration!r}: use key=value:Effect or "
+                   f"key:Effect, with Effect one of {', '.join(TAINT_EFFECTS)}")
+        for name in ("s3_secret", "mlflow_secret"):
+            value = getattr(self, name)
+            _check(not value or bool(re.fullmatch(_DNS, value)) and len(value) <= 253,
+                   f"resources.{name}={value!r} is not a Kubernetes Secret name: use lower-case "
+                   "letters, digits, '-' and '.'")
 
 
 def _local_supernet() -> SupernetConfig:
@@ -286,6 +356,9 @@ class PipelineConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     checkpoint_root: str = ""  # s3://bucket/prefix in a cluster; resumable state goes here
 
+    def __post_init__(self):
+        _location("checkpoint_root", self.checkpoint_root)
+
 
 def _set_path(data: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
@@ -297,6 +370,49 @@ def _set_path(data: dict, dotted: str, value) -> None:
     node[keys[-1]] = value
 
 
+def _unique_key_loader():
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML
+    would keep the last silently, so a setting could change without a word)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def yaml_problem(err) -> str:
+    """PyYAML's multi-line error as one line: what is wrong, and where."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(err, 'problem', None) or err}{where}"
+
+
+def read_yaml(path: str):
+    """A YAML file's contents, with an error naming the file for anything unreadable."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.load(f, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory: pass a YAML file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
+
+
 def load_pipeline_config(path: str | None = None, overrides: typing.Sequence[str] = ()
                          ) -> PipelineConfig:
     """A YAML file (optional) plus ``key.sub=value`` overrides, validated."""
@@ -304,20 +420,19 @@ def load_pipeline_config(path: str | None = None, overrides: typing.Sequence[str
 
     data: dict = {}
     if path:
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: use key.sub=value, e.g. search.generations=10")
         key, raw = item.split("=", 1)
-        _set_path(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                              f"({yaml_problem(err)})") from None
+        _set_path(data, key.strip(), value)
     return from_dict(PipelineConfig, data)
 
 
@@ -367,14 +482,19 @@ def _coerce(tp, value, path: str, current=None):
             return int(value)
         raise ConfigError(f"{path} must be an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 3e8 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 3e8 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{path} must be a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}={value!r}: must be a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -111,7 +111,7 @@ def test_default_config_travels_as_one_validated_parameter(compiled):
     (["resources.gpus=64"], "KFP accepts 0..16 accelerators"),
     (["search.generatons=3"], "unknown key\\(s\\) search.generatons"),
     (["supernet.optim.lr=fast"], "supernet.optim.lr must be a number"),
-    (["resources.toleration=gpu"], "must look like key=value:Effect"),
+    (["resources.toleration=gpu"], "use key=value:Effect or key:Effect"),
     (["nonsense"], "use key.sub=value"),
 ])
 def test_bad_settings_are_rejected_before_compiling(overrides, msg):
