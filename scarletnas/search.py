@@ -259,6 +259,20 @@ def _restore(algorithm: NSGA2, problem: NASProblem, state: dict) -> None:
     algorithm.random_state.bit_generator.state = state["rng"]
 
 
+def _read_state(uri: str) -> dict:
+    """A search state written by ``_save_state``, with a clear error for anything else."""
+    try:
+        state = json.loads(storage.read_bytes(uri))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"search state {uri} is not JSON ({err}); it was not written by "
+                         "the search: delete it or use a new state location") from None
+    keys = ("fingerprint", "generation", "hypervolume", "rng", "population", "cache")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise ValueError(f"search state {uri} is not a search state (it needs {list(keys)}); "
+                         "delete it or use a new state location")
+    return state
+
+
 def run_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, *,
                latency: LatencyTable | None = None, state_uri: str | None = None,
                callback: Callable[[int, dict], None] | None = None) -> SearchResult:
@@ -274,7 +288,7 @@ def run_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, *,
     hv: list[float] = []
     start = 0
     if state_uri and storage.exists(state_uri):
-        state = json.loads(storage.read_bytes(state_uri))
+        state = _read_state(state_uri)
         if state["fingerprint"] != fingerprint:
             raise ValueError(f"search state {state_uri} belongs to a different search (space or "
                              "settings differ); use a new state location or delete it")

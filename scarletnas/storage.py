@@ -11,6 +11,7 @@ MLFLOW_S3_ENDPOINT_URL) and the standard credential chain.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import tempfile
@@ -21,6 +22,10 @@ from pathlib import Path
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the object and the cause."""
 
+    def __init__(self, uri: str, why: str):
+        super().__init__(f"{uri}: {why}")
+        self.why = why
+
 
 def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
@@ -30,7 +35,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     rest = uri[len("s3://"):]
     bucket, _, key = rest.partition("/")
     if not bucket:
-        raise StorageError(f"{uri!r} names no bucket: use s3://BUCKET/KEY")
+        raise StorageError(repr(uri), "names no bucket: use s3://BUCKET/KEY")
     return bucket, key
 
 
@@ -41,7 +46,7 @@ def join(base: str, *parts: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _client(endpoint: str | None):
+def _client(endpoint: str | None, key_id: str | None):
     import boto3
     from botocore.config import Config
 
@@ -53,7 +58,9 @@ def _client(endpoint: str | None):
 
 
 def s3_client():
-    return _client(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL"))
+    # keyed by the access key too: credentials changed in this process take effect
+    return _client(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
+                   os.environ.get("AWS_ACCESS_KEY_ID"))
 
 
 def _explain(uri: str, err: Exception) -> StorageError:
@@ -63,7 +70,8 @@ def _explain(uri: str, err: Exception) -> StorageError:
         why = ("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                "(or a profile / instance role)")
     elif isinstance(err, EndpointConnectionError):
-        why = f"S3 endpoint unreachable ({err}); check AWS_ENDPOINT_URL"
+        why = (f"S3 endpoint {s3_client().meta.endpoint_url} unreachable; check "
+               "AWS_ENDPOINT_URL")
     elif isinstance(err, ClientError):
         code = err.response.get("Error", {}).get("Code", "")
         why = {
@@ -77,7 +85,7 @@ def _explain(uri: str, err: Exception) -> StorageError:
         }.get(code, f"{code}: {err}")
     else:
         why = f"{type(err).__name__}: {err}"
-    return StorageError(f"{uri}: {why}")
+    return StorageError(uri, why)
 
 
 def _s3_call(uri: str, fn, *args, **kwargs):
@@ -98,7 +106,44 @@ def read_bytes(uri: str) -> bytes:
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError:
-        raise StorageError(f"{uri}: no such file") from None
+        raise StorageError(uri, "no such file") from None
+    except IsADirectoryError:
+        raise StorageError(uri, "is a folder, not a file") from None
+    except OSError as err:
+        raise StorageError(uri, f"cannot read ({err.strerror or err})") from None
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temps(path: Path, min_age_s: float = 60.0) -> list[Path]:
+    """Delete what killed writers of ``path`` left behind: temporary files whose
+    writing process is gone (and that are older than ``min_age_s``, so a writer
+    in another container that reuses a pid is left alone)."""
+    import time
+
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        try:
+            stale = time.time() - tmp.stat().st_mtime > min_age_s and not _alive(int(pid))
+        except (ValueError, OSError):
+            continue
+        if stale:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -107,8 +152,15 @@ def write_bytes(uri: str, data: bytes) -> None:
         _put_s3(uri, io.BytesIO(data), len(data))
         return
     path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise StorageError(uri, "cannot write here (a part of the path is a file, not a "
+                                "folder)") from None
+    except OSError as err:
+        raise StorageError(uri, f"cannot write here ({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -129,8 +181,8 @@ def _put_s3(uri: str, fileobj, size: int) -> None:
     _s3_call(uri, client.upload_fileobj, fileobj, bucket, key, Config=cfg)
     head = _s3_call(uri, client.head_object, Bucket=bucket, Key=key)
     if head["ContentLength"] != size:
-        raise StorageError(f"{uri}: uploaded {size} bytes but the server holds "
-                           f"{head['ContentLength']}")
+        raise StorageError(uri, f"uploaded {size} bytes but the server holds "
+                                f"{head['ContentLength']}")
 
 
 # ---- files ---------------------------------------------------------------
@@ -150,7 +202,8 @@ def download_file(uri: str, local: str | Path) -> Path:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+        remove_stale_temps(local)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(local), suffix=".tmp", dir=local.parent)
         os.close(fd)
         try:
             _s3_call(uri, s3_client().download_file, bucket, key, tmp)
@@ -165,7 +218,7 @@ def download_file(uri: str, local: str | Path) -> Path:
 
 def exists(uri: str) -> bool:
     if is_s3(uri):
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = split_s3(uri)
         try:
@@ -175,7 +228,23 @@ def exists(uri: str) -> bool:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise _explain(uri, err) from err
+        except BotoCoreError as err:
+            raise _explain(uri, err) from err
     return Path(uri).exists()
+
+
+def check_writable(uri: str) -> None:
+    """Fail now, before the work, if ``uri`` cannot be written later: a probe
+    is written beside it and deleted (a local folder is created if missing)."""
+    if not is_s3(uri) and Path(uri).is_dir():
+        raise StorageError(uri, "is a folder; name a file to write")
+    probe = join(str(Path(uri).parent) if not is_s3(uri) else uri.rsplit("/", 1)[0],
+                 f".write-probe-{os.getpid()}")
+    try:
+        write_bytes(probe, b"")
+        delete(probe)
+    except StorageError as err:
+        raise StorageError(uri, err.why) from None
 
 
 def list_prefix(uri: str) -> list[str]:
@@ -222,5 +291,5 @@ def sync_to_local(uri: str, cache_dir: str | Path) -> Path:
                 download_file(f"s3://{bucket}/{obj['Key']}", target)
             count += 1
     if count == 0:
-        raise StorageError(f"{uri}: no objects under this prefix")
+        raise StorageError(uri, "no objects under this prefix")
     return dest

@@ -62,7 +62,7 @@ def test_storage_errors_name_object_and_cause(s3_env, monkeypatch):
         storage.read_bytes(f"s3://{BUCKET}/anything")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     storage._client.cache_clear()
-    with pytest.raises(storage.StorageError, match="endpoint unreachable"):
+    with pytest.raises(storage.StorageError, match="S3 endpoint http://127.0.0.1:9 unreachable"):
         storage.read_bytes(f"s3://{BUCKET}/anything")
 
 

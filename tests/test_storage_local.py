@@ -33,6 +33,39 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
+def test_a_write_removes_what_killed_writers_left(tmp_path):
+    """Temporaries of the same file whose writer is gone (and that are a minute
+    old) are removed; a live writer's, or a fresh one's, are left alone."""
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "state.pt"
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(done.stdout)
+    old = time.time() - 3600
+    orphan = tmp_path / f".state.pt.{dead}.abc.tmp"
+    fresh = tmp_path / f".state.pt.{dead}.def.tmp"
+    live = tmp_path / f".state.pt.{os.getpid()}.ghi.tmp"
+    other = tmp_path / f".other.pt.{dead}.jkl.tmp"
+    for path in (orphan, fresh, live, other):
+        path.write_bytes(b"x" * 1000)
+    for path in (orphan, live, other):
+        os.utime(path, (old, old))
+    storage.write_bytes(str(target), b"new")
+    assert not orphan.exists()
+    assert fresh.exists() and live.exists() and other.exists()
+    assert target.read_bytes() == b"new"
+
+
+def test_check_writable_probes_without_leaving_anything(tmp_path):
+    storage.check_writable(str(tmp_path / "new" / "out.pt"))
+    assert list((tmp_path / "new").iterdir()) == []
+    with pytest.raises(storage.StorageError, match="is a folder; name a file"):
+        storage.check_writable(str(tmp_path))
+
+
 def test_join_and_split():
     assert storage.join("s3://bucket/runs/", "x", "/y.pt") == "s3://bucket/runs/x/y.pt"
     assert storage.split_s3("s3://bucket/k/e/y") == ("bucket", "k/e/y")
