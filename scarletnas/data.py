@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import pickle
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ from torch.nn import functional as F
 
 from . import storage
 from .config import DataConfig
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -273,15 +276,49 @@ def _scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str
     missing = sorted(set(found) - set(classes))
     if missing:
         raise DataError(f"{root}: class folders {missing} are not in the training set")
-    files, labels = [], []
+    files, labels, empty, ignored = [], [], [], []
     for label, cls in enumerate(classes):
+        before = len(files)
         for p in sorted((root / cls).glob("*")):
-            if p.suffix in IMAGE_SUFFIXES:
+            if p.suffix in IMAGE_SUFFIXES and p.is_file():
                 files.append(str(p))
                 labels.append(label)
-    if not files:
-        raise DataError(f"{root}: no JPEG images in the class folders")
+            elif not p.name.startswith("."):
+                ignored.append(f"{cls}/{p.name}")
+        if len(files) == before:
+            empty.append(cls)
+    if empty:
+        raise DataError(f"{root}: class folder(s) {empty[:10]} hold no JPEG images (.jpg/.jpeg): "
+                        "add images or remove the folder(s), or the model would have classes "
+                        "it never sees")
+    if ignored:
+        log.warning("%s: %d file(s) that are not JPEG images are left out: %s%s", root,
+                    len(ignored), ", ".join(ignored[:5]), " ..." if len(ignored) > 5 else "")
     return files, labels, classes
+
+
+def check_images(files: list[str], threads: int = 8) -> None:
+    """Decode every JPEG once, so a corrupt or truncated file fails data
+    preparation, naming every bad file, instead of a training step hours later."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from tqdm import tqdm
+
+    def problem(path: str) -> str | None:
+        try:
+            decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
+        except RuntimeError as err:
+            return f"{path} ({str(err).rsplit(', ', 1)[-1].strip()[:80]})"
+        return None
+
+    with ThreadPoolExecutor(threads) as pool:
+        found = [p for p in tqdm(pool.map(problem, files), total=len(files), desc="check images",
+                                 dynamic_ncols=True, disable=len(files) < 1000) if p]
+    if found:
+        raise DataError(f"{len(found)} of {len(files)} images cannot be decoded as JPEG: "
+                        f"{'; '.join(found[:5])}{' ...' if len(found) > 5 else ''}; replace or "
+                        "remove them")
 
 
 def load_imagefolder(cfg: DataConfig) -> Splits:
@@ -301,6 +338,8 @@ def load_imagefolder(cfg: DataConfig) -> Splits:
 
 LOADERS = {"digits": load_digits, "distorted-digits": load_distorted_digits,
            "cifar10": load_cifar10, "imagefolder": load_imagefolder}
+# classes of the datasets that fix them; an image folder has as many as class folders
+KNOWN_CLASSES = {"digits": 10, "distorted-digits": 10, "cifar10": 10}
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -467,7 +506,8 @@ class _FolderDataset:
         try:
             return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as err:
-            raise DataError(f"{self.data.files[i]}: cannot decode JPEG ({err})") from None
+            raise DataError(f"{self.data.files[i]}: cannot decode JPEG "
+                            f"({str(err).rsplit(', ', 1)[-1]})") from None
 
     def collate(self, items):
         labels = torch.stack([self.data.labels[i] for i, _ in items])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import storage
 from .config import DataConfig, PipelineConfig, from_dict, to_dict
-from .data import DataError, Splits, load_splits
+from .data import DataError, FolderSet, Splits, check_images, load_splits
 from .space import SearchSpace
 
 FORMAT = 1
@@ -22,8 +22,12 @@ FORMAT = 1
 
 def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
     """The configured space, sized to the data's classes and input resolution."""
-    return SearchSpace.named(cfg.space.preset, num_classes=splits.num_classes,
-                             input_size=splits.input_size, width_mult=cfg.space.width_mult,
+    return space_for(cfg, splits.num_classes)
+
+
+def space_for(cfg: PipelineConfig, num_classes: int) -> SearchSpace:
+    return SearchSpace.named(cfg.space.preset, num_classes=num_classes,
+                             input_size=cfg.data.input_size, width_mult=cfg.space.width_mult,
                              allow_skip=cfg.space.allow_skip)
 
 
@@ -56,6 +60,9 @@ def data_source(cfg: DataConfig) -> str:
 def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:
     """Load and split the data once (failing early on bad data) and describe it."""
     splits = load_splits(cfg.data)
+    for part in (splits.train, splits.val, splits.test):
+        if isinstance(part, FolderSet):
+            check_images(part.files, threads=max(1, cfg.data.workers) * 4)
     space = build_space(cfg, splits)
     return splits, space, describe(cfg, splits, space)
 

@@ -1,5 +1,6 @@
 import dataclasses
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,6 +183,39 @@ def test_imagefolder_errors(tmp_path):
         load_splits(DataConfig(dataset="imagefolder", source=str(root)))
     with pytest.raises(DataError, match="train: missing; an image folder dataset has"):
         load_splits(DataConfig(dataset="imagefolder", source=str(tmp_path)))
+
+
+def test_imagefolder_refuses_empty_classes_and_names_what_it_leaves_out(tmp_path, caplog):
+    root = write_imagefolder(tmp_path / "imgs")
+    (root / "train" / "dog" / "notes.txt").write_text("not an image")
+    (root / "train" / "dog" / ".DS_Store").write_bytes(b"\0")
+    cfg = DataConfig(dataset="imagefolder", source=str(root), input_size=24)
+    with caplog.at_level("WARNING"):
+        splits = load_splits(cfg)
+    assert "1 file(s) that are not JPEG images are left out: dog/notes.txt" in caplog.text
+    assert ".DS_Store" not in caplog.text
+    assert splits.num_classes == 3
+    (root / "train" / "fox").mkdir()
+    (root / "val" / "fox").mkdir()
+    with pytest.raises(DataError, match=r"class folder\(s\) \['fox'\] hold no JPEG images"):
+        load_splits(cfg)
+
+
+def test_check_images_names_every_bad_file(tmp_path):
+    from scarletnas.data import check_images
+
+    root = write_imagefolder(tmp_path / "imgs")
+    files = sorted(str(p) for p in root.rglob("*.jpg"))
+    check_images(files)  # all good: no error
+    whole = Path(files[0]).read_bytes()
+    Path(files[0]).write_bytes(whole[: len(whole) // 2])
+    Path(files[1]).write_bytes(b"GIF89a not a jpeg")
+    with pytest.raises(DataError) as err:
+        check_images(files)
+    message = str(err.value)
+    assert message.startswith(f"2 of {len(files)} images cannot be decoded as JPEG")
+    assert f"{files[0]} (Image is incomplete or truncated)" in message
+    assert files[1] in message and "replace or remove them" in message
 
 
 def test_distorted_digits_are_deterministic_and_harder():
