@@ -9,13 +9,14 @@ def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root:
     import os
 
     from scarletnas import stages, storage
+    from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             f"retrain {arch}")
     key = hashlib.sha256(arch.encode()).hexdigest()[:12]
     ckpt = storage.join(checkpoint_root, kfp_run_id, "retrain", key) if checkpoint_root else ""
     os.makedirs(model.path, exist_ok=True)
-    with tracker:
+    with final_failure(ckpt, f"retrain {arch}"), tracker:
         out = stages.retrain(cfg, dataset.path, arch, model.path, ckpt, tracker)
     model.metadata.update({"arch": arch})
     for k, v in out.items():

@@ -14,14 +14,15 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
     from collections import namedtuple
 
     from scarletnas import stages, storage
+    from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "search")
-    state = (storage.join(checkpoint_root, kfp_run_id, "search", "state.json")
-             if checkpoint_root else "")
+    state_dir = storage.join(checkpoint_root, kfp_run_id, "search") if checkpoint_root else ""
     os.makedirs(front.path, exist_ok=True)
-    with tracker:
+    with final_failure(state_dir, "search"), tracker:
         out = stages.search(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
-                            front.path, state, tracker)
+                            front.path, storage.join(state_dir, "state.json") if state_dir
+                            else "", tracker)
     shutil.copyfile(out["files"]["pareto.html"], pareto.path)
     for k, v in out["metrics"].items():
         metrics.log_metric(k, v)

@@ -8,13 +8,14 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
     import os
 
     from scarletnas import stages, storage
+    from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             "train_supernet")
-    ckpt = (storage.join(checkpoint_root, kfp_run_id, "supernet", "checkpoint.pt")
-            if checkpoint_root else "")
+    state = storage.join(checkpoint_root, kfp_run_id, "supernet") if checkpoint_root else ""
+    ckpt = storage.join(state, "checkpoint.pt") if state else ""
     os.makedirs(supernet.path, exist_ok=True)
-    with tracker:
+    with final_failure(state, "train_supernet"), tracker:
         out = stages.train_supernet(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
                                     ckpt, tracker)
     supernet.metadata.update({"steps": out["steps"], "stabilizer": cfg.supernet.stabilizer})

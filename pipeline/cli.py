@@ -19,7 +19,12 @@ LOCAL_ROOT = "local_outputs"
 
 
 def _config(args) -> PipelineConfig:
-    return load_pipeline_config(args.config, args.set or [])
+    """The validated config, refused now if the run could not succeed."""
+    from scarletnas import preflight
+
+    cfg = load_pipeline_config(args.config, args.set or [])
+    preflight.check(cfg)
+    return cfg
 
 
 def _arguments(cfg: PipelineConfig) -> dict:
@@ -32,12 +37,16 @@ def _arguments(cfg: PipelineConfig) -> dict:
 def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT) -> dict:
     """Execute the compiled DAG on this machine with kfp.local (one process per
     task, in this environment); MLflow goes to a sqlite store under ``root``."""
+    import dataclasses
+
     from kfp import local
 
     from .dag import build_pipeline
 
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
+    # one machine, no preemption: a failed step is reported at once, not retried
+    cfg = dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, retries=0))
     if not cfg.tracking.uri:
         cfg.tracking.uri = f"sqlite:///{root / 'mlflow.db'}"
         _prepare_local_mlflow(cfg.tracking.uri, cfg.tracking.experiment, root / "mlartifacts")
@@ -77,10 +86,34 @@ def _local_outputs(run_dir: Path) -> dict:
 
 
 # ---- cluster -------------------------------------------------------------------------
-def _client(host: str):
-    import kfp
+class _KfpClient:
+    """kfp.Client whose calls fail with one line naming the host and the cause."""
 
-    return kfp.Client(host=host)
+    def __init__(self, host: str):
+        self.host = host
+        self.client = self._call(lambda: __import__("kfp").Client(host=host))
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        return lambda *a, **kw: self._call(lambda: method(*a, **kw))
+
+    def _call(self, fn):
+        from kfp_server_api.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn()
+        except HTTPError as err:
+            reason = getattr(err, "reason", None) or err
+            raise ConfigError(f"cannot reach the KFP API at {self.host} ({reason}); check "
+                              "--host (e.g. a port-forward to ml-pipeline-ui)") from None
+        except ApiException as err:
+            raise RuntimeError(f"the KFP API at {self.host} answered {err.status} "
+                               f"{err.reason}: {(err.body or '').strip()[:300]}") from None
+
+
+def _client(host: str) -> _KfpClient:
+    return _KfpClient(host)
 
 
 def _compile_temp(cfg: PipelineConfig, image: str) -> str:
@@ -104,9 +137,12 @@ def kfp_cron(expr: str) -> str:
 
 
 def cmd_compile(args) -> int:
+    from scarletnas.storage import check_writable
+
     from .dag import compile_pipeline
 
     cfg = _config(args)
+    check_writable(args.output)
     compile_pipeline(cfg, args.output, args.image)
     print(f"wrote {args.output} (image {args.image})")
     return 0

@@ -16,7 +16,7 @@ import json  # no "from __future__ import annotations": KFP reads real annotatio
 
 from kfp import dsl, kubernetes
 
-from scarletnas import __version__
+from scarletnas import __version__, preflight
 from scarletnas.config import PipelineConfig, to_dict
 
 from .. import components
@@ -25,12 +25,15 @@ from . import DEFAULT_IMAGE, PIPELINE_NAME
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
           "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
           "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
+MLFLOW_CLIENT_LABEL = "scarlet-nas/mlflow-client"
 MLFLOW_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
               "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 
 def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True):
     """Secrets as env, /dev/shm, and for GPU steps accelerators and placement."""
+    # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)
+    kubernetes.add_pod_label(task, MLFLOW_CLIENT_LABEL, "true")
     if res.s3_secret:
         kubernetes.use_secret_as_env(task, res.s3_secret, S3_ENV)
     if res.mlflow_secret:
@@ -59,6 +62,7 @@ def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True)
 
 def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     """The pipeline function for ``cfg`` with every component on ``image``."""
+    preflight.check(cfg)
     c = components.build(image)
     res = cfg.resources
     default_config = json.dumps(to_dict(cfg), sort_keys=True)
@@ -124,7 +128,18 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
 
 
 def compile_pipeline(cfg: PipelineConfig, path: str, image: str = DEFAULT_IMAGE) -> str:
+    import os
+    import tempfile
+
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(cfg, image), package_path=path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".yaml", dir=folder)
+    os.close(fd)
+    try:  # written beside the target and renamed: never a half-written package
+        compiler.Compiler().compile(build_pipeline(cfg, image), package_path=tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path

@@ -9,11 +9,29 @@ import sys
 from .space import ArchError, SearchSpace
 
 
+def count(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return value
+
+
+def budget(text: str) -> float:
+    """argparse type: a finite positive number (3e8, 6000000)."""
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return value
+
+
 def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default="imagenet",
                    help="search space preset: imagenet, small or compact")
-    p.add_argument("--num-classes", type=int, help="override the preset's class count")
-    p.add_argument("--input-size", type=int, help="override the preset's input resolution")
+    p.add_argument("--num-classes", type=count, help="override the preset's class count")
+    p.add_argument("--input-size", type=count, help="override the preset's input resolution")
 
 
 def _space(args) -> SearchSpace:
@@ -102,11 +120,14 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def _pipeline_config(args, flags: dict[str, str]):
     """The pipeline's config (file, then --set), then the command's own flags:
     the same settings and defaults as a pipeline run."""
+    from . import preflight
     from .config import load_pipeline_config
 
     overrides = [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items()
                  if getattr(args, dest) is not None]
-    return load_pipeline_config(args.config, [*args.set, *overrides])
+    cfg = load_pipeline_config(args.config, [*args.set, *overrides])
+    preflight.check(cfg)
+    return cfg
 
 
 TRAIN_FLAGS = {"data": "data.dataset", "source": "data.source", "space": "space.preset",
@@ -135,9 +156,13 @@ def cmd_train_supernet(args) -> int:
     from pathlib import Path
 
     from . import stages
+    from .storage import check_writable
 
     cfg = _pipeline_config(args, TRAIN_FLAGS)
     dataset = str(Path(args.out).with_name("dataset.json"))
+    for uri in (args.out, args.checkpoint):  # before the work, not after it
+        if uri:
+            check_writable(uri)
     with _tracker(cfg, "prepare_data") as tracker:
         stages.prepare_data(cfg, dataset, tracker)
     with _tracker(cfg, "train_supernet") as tracker:
@@ -151,9 +176,13 @@ def cmd_search(args) -> int:
     from pathlib import Path
 
     from . import manifest, stages
+    from .storage import check_writable, join
 
     dataset = args.dataset or str(Path(args.supernet).with_name("dataset.json"))
     cfg = manifest.adopt(_pipeline_config(args, SEARCH_FLAGS), manifest.read(dataset))
+    for uri in (join(args.out, "front.json"), args.state):  # before the work, not after it
+        if uri:
+            check_writable(uri)
     with _tracker(cfg, "search") as tracker:
         out = stages.search(cfg, dataset, args.supernet, args.out, args.state or "", tracker)
     print(json.dumps(out, indent=1))
@@ -205,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_arch_show)
 
     sample = arch_sub.add_parser("sample", help="random valid archs, optionally within budgets")
-    sample.add_argument("--n", type=int, default=10, help="how many archs")
+    sample.add_argument("--n", type=count, default=10, help="how many archs")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--max-madds", type=float, help="multiply-add budget, e.g. 3e8")
-    sample.add_argument("--max-params", type=float, help="parameter budget, e.g. 6e6")
+    sample.add_argument("--max-madds", type=budget, help="multiply-add budget, e.g. 3e8")
+    sample.add_argument("--max-params", type=budget, help="parameter budget, e.g. 6e6")
     sample.add_argument("--json", action="store_true", help="print a JSON list with costs")
     _space_args(sample)
     sample.set_defaults(func=cmd_arch_sample)
@@ -273,12 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(err: BaseException) -> str | None:
+    """One line for an error a user can fix (bad input, a missing or unwritable
+    file, an unreachable server); None for a bug, which keeps its traceback."""
+    if isinstance(err, (ArchError, ValueError, RuntimeError)):
+        return str(err)
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ArchError, ValueError, RuntimeError) as e:
-        print(f"scarlet-nas: error: {e}", file=sys.stderr)
+    except Exception as err:
+        message = describe_error(err)
+        if message is None:
+            raise
+        print(f"scarlet-nas: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,59 @@
+"""Deterministic preconditions, checked before any step starts.
+
+A run that cannot succeed (a budget no arch meets, a space that cannot be
+built) fails at compile or submit time with the reason, instead of after the
+supernet has trained. And a step that fails for a reason a retry cannot
+change records it beside its checkpoint, so KFP's retries of that step end
+at once instead of doing the work again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import storage
+from .budget import budgets
+from .config import ConfigError, PipelineConfig
+from .data import KNOWN_CLASSES
+from .manifest import space_for
+from .sampling import check_budget
+
+# errors that come back unchanged on a retry with the same inputs (bad config or
+# data, an impossible budget, a bug); network, storage and device errors may not
+DETERMINISTIC = (ValueError, TypeError, LookupError, ArithmeticError, AssertionError)
+
+
+def check(cfg: PipelineConfig) -> None:
+    """Fail now if ``cfg`` cannot succeed. An image folder's class count is
+    known only once it is read, so its budgets are checked at two classes,
+    the cheapest a classifier can be (the search checks again on the data)."""
+    space = space_for(cfg, KNOWN_CLASSES.get(cfg.data.dataset, 2))
+    limits = budgets(cfg.search)
+    try:
+        check_budget(space, limits.get("madds"), limits.get("params"))
+    except ValueError as err:
+        raise ConfigError(f"search: {err} (space {cfg.space.preset}, width "
+                          f"{cfg.space.width_mult}, {cfg.data.input_size}px)") from None
+
+
+@contextmanager
+def final_failure(state_dir: str, step: str) -> Iterator[None]:
+    """Run a retried step so that a deterministic failure is final: recorded in
+    ``state_dir`` and raised again by every retry, before it does any work."""
+    if not state_dir:
+        yield
+        return
+    record = storage.join(state_dir, "failed.json")
+    if storage.exists(record):
+        error = json.loads(storage.read_bytes(record))["error"]
+        raise ConfigError(f"{step} already failed with an error a retry cannot change, so it "
+                          f"is not run again: {error} (fix the cause and start a new run, or "
+                          f"delete {record} to retry this one)")
+    try:
+        yield
+    except DETERMINISTIC as err:
+        storage.write_bytes(record, json.dumps({"step": step, "error": f"{err}",
+                                                "type": type(err).__name__}).encode())
+        raise

@@ -1,0 +1,60 @@
+"""Hopeless work is refused before it starts, and never retried."""
+
+import json
+import os
+
+import pytest
+
+from scarletnas import storage
+from scarletnas.config import ConfigError, PipelineConfig, load_pipeline_config
+from scarletnas.data import DataError
+from scarletnas.preflight import check, final_failure
+
+
+def test_budgets_no_arch_meets_are_refused_before_any_step():
+    check(PipelineConfig())  # the defaults can succeed
+    with pytest.raises(ConfigError, match="MAdds budget 1 is below the smallest arch"):
+        check(load_pipeline_config(None, ["search.max_madds=1"]))
+    # an image folder's classes are unknown until it is read: checked at two classes
+    folder = ["data.dataset=imagefolder", "data.source=s3://bucket/images"]
+    with pytest.raises(ConfigError, match="params budget 10 is below"):
+        check(load_pipeline_config(None, [*folder, "search.max_params=10"]))
+    check(load_pipeline_config(None, [*folder, "search.max_params=1e6"]))
+
+
+def test_a_deterministic_failure_is_final(tmp_path):
+    """The first attempt fails and records why; a retry fails at once, running nothing."""
+    state = str(tmp_path / "run-1" / "search")
+    ran = []
+    with pytest.raises(DataError, match="the data changed"):
+        with final_failure(state, "search"):
+            ran.append(1)
+            raise DataError("the data changed since prepare_data described it")
+    record = json.loads(storage.read_bytes(os.path.join(state, "failed.json")))
+    assert record == {"step": "search", "type": "DataError",
+                      "error": "the data changed since prepare_data described it"}
+    with pytest.raises(ConfigError, match="search already failed with an error a retry cannot "
+                                          "change, so it is not run again: the data changed"):
+        with final_failure(state, "search"):
+            ran.append(2)
+    assert ran == [1]
+
+
+@pytest.mark.parametrize("transient", [storage.StorageError("s3://b/k", "S3 endpoint down"),
+                                       ConnectionResetError("reset by peer"),
+                                       RuntimeError("NCCL timeout")])
+def test_a_failure_a_retry_may_fix_is_retried(tmp_path, transient):
+    state = str(tmp_path / "supernet")
+    with pytest.raises(type(transient)):
+        with final_failure(state, "train_supernet"):
+            raise transient
+    assert not os.path.exists(os.path.join(state, "failed.json"))
+    with final_failure(state, "train_supernet"):
+        pass  # the retry runs
+
+
+def test_without_a_checkpoint_root_nothing_is_recorded(tmp_path):
+    with pytest.raises(ValueError):
+        with final_failure("", "retrain"):
+            raise ValueError("bad arch")
+    assert list(tmp_path.iterdir()) == []
