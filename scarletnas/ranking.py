@@ -18,14 +18,24 @@ from .space import Arch, SearchSpace
 
 
 def rank_correlation(predicted: Sequence[float], actual: Sequence[float]) -> dict:
-    """Kendall tau-b and Spearman rho with their two-sided p-values."""
+    """Kendall tau-b and Spearman rho with their two-sided p-values.
+
+    When one side scores every arch the same (an untrained supernet does), no
+    order exists to correlate: the result is then tau = rho = 0 with p = 1 and
+    ``constant`` names the side, instead of scipy's NaN.
+    """
     if len(predicted) != len(actual) or len(predicted) < 3:
         raise ValueError("need at least 3 (predicted, actual) pairs of equal length")
+    constant = [name for name, values in (("predicted", predicted), ("actual", actual))
+                if len(set(values)) == 1]
+    if constant:
+        return {"kendall_tau": 0.0, "kendall_p": 1.0, "spearman_rho": 0.0, "spearman_p": 1.0,
+                "n": len(predicted), "constant": constant}
     tau = stats.kendalltau(predicted, actual)
     rho = stats.spearmanr(predicted, actual)
     return {"kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
             "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue),
-            "n": len(predicted)}
+            "n": len(predicted), "constant": []}
 
 
 def spread_archs(space: SearchSpace, n: int, rng: np.random.Generator,

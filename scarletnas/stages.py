@@ -163,6 +163,10 @@ def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
         warning = (f"RANKING NOT SIGNIFICANT: Kendall tau {report['kendall_tau']:.3f} "
                    f"(p={report['kendall_p']:.3g}) over {report['n']} archs; the supernet's "
                    "order of archs may be noise.")
+        if "predicted" in report["constant"]:
+            warning = (f"RANKING NOT SIGNIFICANT: the supernet scored all {report['n']} archs "
+                       f"the same ({report['archs'][0]['supernet_top1']:.3f}), so it ranks "
+                       "nothing (tau reported as 0): it has not learned.")
         log.warning(warning)
     return report, ranking_markdown(report, cfg.ranking.epochs, warning)
 

@@ -79,6 +79,15 @@ def test_rank_correlation():
         rank_correlation([1, 2], [1, 2])
 
 
+def test_rank_correlation_of_constant_scores_is_defined():
+    """An untrained supernet scores every arch the same: no order, so tau and rho
+    are 0 with p = 1 (scipy would say NaN), and the result names the flat side."""
+    flat = rank_correlation([0.1, 0.1, 0.1, 0.1], [0.5, 0.7, 0.6, 0.9])
+    assert flat["kendall_tau"] == 0.0 and flat["spearman_rho"] == 0.0
+    assert flat["kendall_p"] == 1.0 and flat["constant"] == ["predicted"]
+    assert rank_correlation([1, 2, 3], [4, 5, 6])["constant"] == []
+
+
 def test_spread_archs_cover_the_madds_range(imagenet_space):
     archs = spread_archs(imagenet_space, 12, np.random.default_rng(0))
     madds = [arch_cost(imagenet_space, a).madds for a in archs]
