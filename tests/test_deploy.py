@@ -73,8 +73,9 @@ def test_pods_are_locked_down_and_sized(overlay):
 
 
 def test_overlays_differ_where_they_should():
-    minio = {d["kind"]: d for d in render("overlays/minio")}
-    assert "minio-service.kubeflow:9000" in str(minio["ConfigMap"]["data"])
+    maps = [d["data"] for d in render("overlays/minio") if d["kind"] == "ConfigMap"]
+    assert any(m.get("MLFLOW_S3_ENDPOINT_URL") == "http://minio-service.kubeflow:9000"
+               for m in maps)
     aws = render("overlays/aws")
     for sa in (d for d in aws if d["kind"] == "ServiceAccount"):
         assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws")
@@ -83,10 +84,16 @@ def test_overlays_differ_where_they_should():
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     ext = render("overlays/external-db")
     assert not any(d["kind"] == "StatefulSet" for d in ext)
+    assert not any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mlflow-postgres"
+                   for d in ext)
     dep = next(d for d in ext if d["kind"] == "Deployment")
-    uri = next(e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
-               if e["name"] == "BACKEND_STORE_URI")
-    assert uri["valueFrom"]["secretKeyRef"] == {"name": "scarlet-nas-mlflow-db", "key": "uri"}
+    password = next(e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+                    if e["name"] == "PGPASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "scarlet-nas-mlflow-db",
+                                                     "key": "password"}
+    settings = {k: v for d in ext if d["kind"] == "ConfigMap" for k, v in d["data"].items()}
+    assert "my-db.example.internal" in settings["MLFLOW_BACKEND_STORE_URI"]
+    assert "my-db.example.internal" in settings["basic_auth.ini"]
     role = next(d for d in render("base") if d["kind"] == "Role")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
                               "resourceNames": ["scarlet-nas-s3", "scarlet-nas-mlflow-auth"],
