@@ -61,6 +61,9 @@ class Stack:
     access_key: str = DEFAULT_KEY
     secret_key: str = DEFAULT_SECRET
     pids: dict[str, int] = field(default_factory=dict)
+    # when each process started (as the OS reports it): `down` signals a pid only
+    # if it is still that process, not another that reused the number
+    started: dict[str, str] = field(default_factory=dict)
 
     @property
     def s3_endpoint(self) -> str:
@@ -91,7 +94,7 @@ class Stack:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key,
                "AWS_SECRET_ACCESS_KEY": self.secret_key}
         log = Path(self.root, "s3.log")
-        self.pids["s3"] = _spawn(args, env, log)
+        self._launch("s3", args, env, log)
         _wait(self._bucket_ready, 60, f"S3 server on {self.s3_endpoint}", log)
 
     def s3(self):
@@ -109,18 +112,27 @@ class Stack:
         return True
 
     # ---- MLflow ----------------------------------------------------------------------
-    def start_mlflow(self, port: int | None = None) -> None:
+    def start_mlflow(self, port: int | None = None, args: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> None:
+        """Start MLflow on sqlite with artifacts in the stack's S3; ``args`` and
+        ``env`` add server settings (e.g. the deployment's auth and allowed hosts)."""
         self.mlflow_port = port or self.mlflow_port or free_port()
         db = Path(self.root, "mlflow.db")
-        env = {**os.environ, **self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, **self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               **(env or {})}
         args = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
                 "--port", str(self.mlflow_port), "--workers", "1",
                 "--backend-store-uri", f"sqlite:///{db}",
-                "--artifacts-destination", f"s3://{BUCKET}/mlflow"]
+                "--artifacts-destination", f"s3://{BUCKET}/mlflow", *args]
         log = Path(self.root, "mlflow.log")
-        self.pids["mlflow"] = _spawn(args, env, log)
+        self._launch("mlflow", args, env, log)
         _wait(lambda: _http_ok(self.tracking_uri + "/health"), 90,
               f"MLflow server on {self.tracking_uri}", log)
+
+    def _launch(self, name: str, args: list[str], env: dict, log: Path) -> None:
+        pid = _spawn(args, env, log)
+        self.pids[name] = pid
+        self.started[str(pid)] = _started(pid)
 
     def up(self) -> Stack:
         self.start_s3()
@@ -129,7 +141,7 @@ class Stack:
 
     def stop(self, name: str) -> None:
         pid = self.pids.pop(name, None)
-        if pid:
+        if pid and _started(pid) == self.started.pop(str(pid), None):
             _kill(pid)
 
     def down(self) -> None:
@@ -137,11 +149,34 @@ class Stack:
             self.stop(name)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1))
+        """Write the state (it holds the stack's keys) readable by its owner only."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+        os.chmod(tmp, 0o600)  # also when tmp existed with other bits
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Stack:
         return cls(**json.loads(path.read_text()))
+
+
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (None if there is none): with the pid,
+    it names one process, since a pid is reused only by a later process."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:  # field 22, after the command name in parentheses
+            return stat.read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            return None
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    except OSError:
+        return None
+    return out or None
 
 
 def _spawn(args: list[str], env: dict, log: Path) -> int:

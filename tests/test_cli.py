@@ -103,3 +103,30 @@ def test_train_supernet_then_search_run_the_pipeline_stages(tmp_path, capsys):
                                                               "width_mult": 0.5}}))
     assert main(["search", "--supernet", str(supernet), "--dataset", str(other)]) == 2
     assert "prepare_data published search space" in capsys.readouterr().err
+
+
+def test_dev_state_is_private_and_down_signals_only_its_own_processes(tmp_path):
+    """The state file holds the stack's keys (0600); a pid recorded there that now
+    belongs to another process is not signalled."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from scarletnas.devstack import Stack, _started
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True)  # as the stack starts its servers
+    try:
+        stack = Stack(str(tmp_path), pids={"mlflow": other.pid},
+                      started={str(other.pid): "not-its-start-time"})
+        stack.save(tmp_path / "state.json")
+        assert stat.S_IMODE(os.stat(tmp_path / "state.json").st_mode) == 0o600
+        Stack.load(tmp_path / "state.json").down()
+        assert other.poll() is None  # still running: not ours any more
+        mine = Stack(str(tmp_path), pids={"mlflow": other.pid},
+                     started={str(other.pid): _started(other.pid)})
+        mine.down()
+        assert other.wait(timeout=20) is not None
+    finally:
+        other.kill()
