@@ -21,6 +21,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/search_speed.py
 	$(BIN)/python bench/latency_table.py
+	$(BIN)/python bench/processes_scaling.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

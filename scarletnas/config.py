@@ -297,6 +297,8 @@ class ResourcesConfig:
     # empty: a tracking server without authentication
     mlflow_secret: str = "scarlet-nas-mlflow-auth"
     retries: int = 3  # for train_supernet and search, which resume from checkpoints
+    # training processes per pod (train_supernet, retrain): 0 = one per visible GPU (1 without)
+    processes: int = 0
 
     def __post_init__(self):
         _check(0 <= self.gpus <= 16, f"resources.gpus={self.gpus}: KFP accepts 0..16 "
@@ -310,6 +312,7 @@ class ResourcesConfig:
                    f"resources.{name}={value!r} is not a positive Kubernetes quantity: use "
                    "e.g. 8, 500m (CPU) or 32G, 4Gi (memory)")
         _check(self.retries >= 0, "resources.retries must be >= 0")
+        _check(self.processes >= 0, "resources.processes must be >= 0 (0: one per visible GPU)")
         if self.node_selector:
             key, _, value = self.node_selector.partition("=")
             _check("=" in self.node_selector and "=" not in value

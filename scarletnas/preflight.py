@@ -23,6 +23,18 @@ from .sampling import check_budget
 # errors that come back unchanged on a retry with the same inputs (bad config or
 # data, an impossible budget, a bug); network, storage and device errors may not
 DETERMINISTIC = (ValueError, TypeError, LookupError, ArithmeticError, AssertionError)
+# the same, by name, for an error raised in a training process (launch.WorkerError)
+DETERMINISTIC_NAMES = {"ValueError", "TypeError", "KeyError", "IndexError", "ZeroDivisionError",
+                       "AssertionError", "ConfigError", "DataError", "ArchError",
+                       "CheckpointError"}
+
+
+def deterministic(err: BaseException) -> bool:
+    from .launch import WorkerError
+
+    if isinstance(err, WorkerError):
+        return err.kind in DETERMINISTIC_NAMES
+    return isinstance(err, DETERMINISTIC)
 
 
 def check(cfg: PipelineConfig) -> None:
@@ -53,7 +65,8 @@ def final_failure(state_dir: str, step: str) -> Iterator[None]:
                           f"delete {record} to retry this one)")
     try:
         yield
-    except DETERMINISTIC as err:
-        storage.write_bytes(record, json.dumps({"step": step, "error": f"{err}",
-                                                "type": type(err).__name__}).encode())
+    except Exception as err:
+        if deterministic(err):
+            storage.write_bytes(record, json.dumps({"step": step, "error": f"{err}",
+                                                    "type": type(err).__name__}).encode())
         raise

@@ -56,10 +56,38 @@ def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
         tracker.artifact(Path(tmp, name), "plots")
 
 
+def _on_every_device(cfg: PipelineConfig, device: str, body, args: tuple, tracker: Tracker):
+    """``body(*args, tracker)`` in one process per device of this pod (launch.py),
+    rank 0 tracking into this step's run; in this process when there is one device."""
+    from . import launch
+    from .train import resolve_device
+
+    n = launch.processes(cfg, device)
+    if n == 1:
+        return body(*args, tracker)
+    cuda = resolve_device(device).type == "cuda"
+    log.info("training on %d processes (%s)", n, "one GPU each" if cuda else "CPU, gloo")
+    return launch.run(_rank_body, (body, args, tracker.handle()), n, cuda)
+
+
+def _rank_body(body, args: tuple, handle: tuple):
+    from .train import world
+
+    return body(*args, Tracker.for_rank(handle, world()[0]))
+
+
 def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
                    tracker: Tracker) -> dict:
+    """Train the supernet on every device of this pod; rank 0 writes ``out_path``."""
+    return _on_every_device(cfg, cfg.supernet.device, _train_supernet,
+                            (cfg, dataset, out_path, checkpoint_uri), tracker)
+
+
+def _train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
+                    tracker: Tracker) -> dict:
     from .checkpoint import save_supernet
     from .train import train_supernet as train
+    from .train import world
 
     splits, space, manifest = _open(cfg, dataset, tracker)
     tracker.params(to_dict(cfg.supernet), "supernet.")
@@ -79,7 +107,8 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
                              callback=on_metrics)
     minutes = (time.perf_counter() - t) / 60
     check = check_supernet(cfg, supernet, splits, tracker)
-    save_supernet(out_path, supernet.cpu(), {"steps": result.steps, "path_check": check})
+    if world()[0] == 0:
+        save_supernet(out_path, supernet.cpu(), {"steps": result.steps, "path_check": check})
     _log_png(tracker, curve_png(curve, "supernet training loss", "loss"), "supernet_loss.png")
     out = {"steps": result.steps, "resumed_from_step": result.resumed_from,
            "final_loss": last.get("supernet/loss", float("nan")),
@@ -211,9 +240,16 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
 
 def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
             tracker: Tracker) -> dict:
-    """Train ``arch`` from scratch; best.pt and final.pt land in ``out_dir``."""
+    """Train ``arch`` from scratch on every device of this pod; best.pt and final.pt
+    land in ``out_dir``."""
+    return _on_every_device(cfg, cfg.retrain.device, _retrain,
+                            (cfg, dataset, arch, out_dir, checkpoint_uri), tracker)
+
+
+def _retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
+             tracker: Tracker) -> dict:
     from .complexity import arch_cost
-    from .train import train_subnet
+    from .train import train_subnet, world
 
     splits, space, _ = _open(cfg, dataset, tracker)
     cost = arch_cost(space, arch)
@@ -223,7 +259,7 @@ def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoi
     work = checkpoint_uri or out_dir
     _, result = train_subnet(space, arch, splits, cfg.retrain, out_dir=work,
                              callback=tracker.metrics)
-    if work != out_dir:  # the resumable state lives in storage; the model goes to the artifact
+    if work != out_dir and world()[0] == 0:  # the state lives in storage; the model goes out
         for name in ("best.pt", "final.pt"):
             storage.download_file(storage.join(work, name), Path(out_dir, name))
     best = max(result.history, key=lambda h: h.get("val_top1", -1))

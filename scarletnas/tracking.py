@@ -120,6 +120,19 @@ class Tracker:
             return tracker
         return cls(tracking_uri, experiment, run_name, parent_run_id=parent_run_id)
 
+    def handle(self) -> tuple[str, str, str, str]:
+        """What another process needs to log into this run (``for_rank``)."""
+        return (self.tracking_uri if self.active else "", self.run_name, self.parent_run_id,
+                self.run_id or "")
+
+    @classmethod
+    def for_rank(cls, handle: tuple[str, str, str, str], rank: int) -> Tracker:
+        """This run in a training process: rank 0 logs into it, the others are no-ops."""
+        uri, name, parent_run_id, run_id = handle
+        if rank or not uri:
+            return cls("", "", name)
+        return cls(uri, "", name, parent_run_id=parent_run_id, run_id=run_id)
+
     @property
     def active(self) -> bool:
         return self.run_id is not None and self.client is not None

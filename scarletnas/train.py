@@ -9,7 +9,8 @@ metrics, history, RNG) is written atomically, and a restarted run continues
 from it with bit-identical results. Data order and path sampling are pure
 functions of (seed, epoch/step), so they need no saved state.
 
-Multi-GPU: run under ``torchrun``; every rank trains the same path on its own
+Several processes (``launch.py`` starts one per GPU from inside a pipeline step;
+``torchrun`` works too): every rank trains the same path on its own
 shard of each batch and the path's gradients are all-reduced as one flat
 bucket. That is what DDP would do, minus its per-step search for the
 parameters the path did not use.

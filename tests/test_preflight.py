@@ -58,3 +58,16 @@ def test_without_a_checkpoint_root_nothing_is_recorded(tmp_path):
         with final_failure("", "retrain"):
             raise ValueError("bad arch")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_process_failure_is_final_when_its_error_is(tmp_path):
+    """An error raised in a training process reaches the step as a WorkerError
+    that names its class: bad input stays final, a crash may be retried."""
+    from scarletnas.launch import WorkerError
+
+    for kind, final in (("DataError", True), ("RuntimeError", False), ("", False)):
+        state = str(tmp_path / (kind or "none"))
+        with pytest.raises(WorkerError):
+            with final_failure(state, "train_supernet"):
+                raise WorkerError(1, kind, f"{kind}: boom")
+        assert os.path.exists(os.path.join(state, "failed.json")) == final
