@@ -22,7 +22,7 @@ def _config(args) -> PipelineConfig:
     """The validated config, refused now if the run could not succeed."""
     from scarletnas import preflight
 
-    cfg = load_pipeline_config(args.config, args.set or [])
+    cfg = load_pipeline_config(args.config, args.set)
     preflight.check(cfg)
     return cfg
 
@@ -217,11 +217,10 @@ def cmd_ui(args) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from scarletnas.cli import config_args as settings_args
+
     def config_args(p):
-        p.add_argument("--config", help="YAML file with pipeline settings (sections as in "
-                                        "PipelineConfig); defaults run locally in minutes")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override one setting, e.g. --set search.generations=10")
+        settings_args(p)
         p.add_argument("--image", default=DEFAULT_IMAGE, help="container image of every step")
 
     p = sub.add_parser("compile", help="write the pipeline's IR YAML")

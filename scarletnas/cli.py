@@ -111,10 +111,12 @@ def cmd_arch_sample(args) -> int:
     return 0
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file of pipeline settings (as for `run`)")
+def config_args(p: argparse.ArgumentParser) -> None:
+    """--config and --set, the same for every command that takes pipeline settings."""
+    p.add_argument("--config", help="YAML file of pipeline settings (sections as in "
+                                    "PipelineConfig; each key it names overrides the default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set supernet.optim.epochs=5")
+                   help="override one setting, e.g. --set search.generations=10")
 
 
 def _pipeline_config(args, flags: dict[str, str]):
@@ -244,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train-supernet", help="train a weight-sharing supernet (the "
                            "pipeline's prepare_data and train_supernet steps, run here)")
-    _config_args(train)
+    config_args(train)
     train.add_argument("--data", help="digits, distorted-digits, cifar10 or imagefolder")
     train.add_argument("--source", help="dataset folder or s3:// prefix")
     train.add_argument("--space", help="search space preset: compact, small or imagenet")
@@ -269,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="NSGA-II search with a trained supernet (the "
                             "pipeline's search step, run here)")
-    _config_args(search)
+    config_args(search)
     search.add_argument("--supernet", required=True, help="supernet.pt (local or s3://)")
     search.add_argument("--dataset", help="prepared-data manifest (default: the dataset.json "
                                           "written beside the supernet)")
