@@ -54,7 +54,7 @@ def _client(endpoint: str | None, key_id: str | None):
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint or None,
         config=Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=5,
-                      read_timeout=60))
+                      read_timeout=60, max_pool_connections=64))
 
 
 def s3_client():
@@ -272,24 +272,33 @@ def delete(uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
 
 
-def sync_to_local(uri: str, cache_dir: str | Path) -> Path:
+def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
     """A local folder holding ``uri``'s files: the folder itself if local,
-    else a copy under ``cache_dir`` (files already there with the same size
-    are not fetched again)."""
+    else a copy under ``cache_dir``, fetched ``threads`` objects at a time
+    (files already there with the same size are not fetched again)."""
     if not is_s3(uri):
         return Path(uri)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
     bucket, key = split_s3(uri)
     dest = Path(cache_dir, bucket, key)
     prefix = key.rstrip("/") + "/" if key else ""
-    client = s3_client()
-    count = 0
-    for page in _s3_call(uri, list, client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix)):
-        for obj in page.get("Contents", []):
-            target = dest / obj["Key"][len(prefix):]
-            if not (target.exists() and target.stat().st_size == obj["Size"]):
-                download_file(f"s3://{bucket}/{obj['Key']}", target)
-            count += 1
-    if count == 0:
+    objects = [o for page in _s3_call(uri, list, s3_client().get_paginator(
+        "list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+               for o in page.get("Contents", [])]
+    if not objects:
         raise StorageError(uri, "no objects under this prefix")
+    missing = [(f"s3://{bucket}/{o['Key']}", dest / o["Key"][len(prefix):]) for o in objects
+               if not _same_size(dest / o["Key"][len(prefix):], o["Size"])]
+    with ThreadPoolExecutor(threads) as pool, tqdm(
+            total=len(missing), desc=f"fetch {uri}", unit="file", dynamic_ncols=True,
+            disable=len(missing) < 100) as bar:
+        for _ in pool.map(lambda pair: write_bytes(str(pair[1]), read_bytes(pair[0])), missing):
+            bar.update(1)
     return dest
+
+
+def _same_size(path: Path, size: int) -> bool:
+    return path.exists() and path.stat().st_size == size
