@@ -127,8 +127,18 @@ def test_the_pipeline_logs_and_loads_models_through_the_login(deployed, monkeypa
     assert any(n.endswith(".pt2") for n in names), names
     assert not any(n.endswith((".pkl", ".pickle", ".pth")) for n in names), names
     mlflow.set_tracking_uri(stack.tracking_uri)
+    # as docs/deploy.md loads models: MLflow then refuses pickle-format models and checks
+    # that a pt2 archive holds no pickle payload before loading it
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     model = mlflow.pytorch.load_model(f"models:/secured-model/{version}")
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    # a pickle-format model planted under the same name is refused, not unpickled
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("secured").experiment_id):
+        mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="planted",
+                                 serialization_format="pickle",
+                                 registered_model_name="secured-model")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pickle"):
+        mlflow.pytorch.load_model("models:/secured-model/2")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     assert not Tracker(stack.tracking_uri, "secured", "anonymous").active
 
