@@ -82,10 +82,12 @@ class DataConfig:
     workers: int = 0  # loader processes for imagefolder
     gpu_decode: bool = False  # imagefolder: decode JPEGs batched on the training device
     cache_dir: str = ""  # where s3:// sources are synced; default: a temp folder
+    bad_images: str = "fail"  # image folders: fail on an image that does not decode, or skip
     seed: int = 0
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, "data", "LOADERS")
+        _choice("data.bad_images", self.bad_images, "data", "BAD_IMAGE_POLICIES")
         _check(self.input_size >= 8, f"data.input_size={self.input_size}: use at least 8")
         _check(0 < self.val_fraction < 1, "data.val_fraction must be between 0 and 1")
         _check(0 <= self.test_fraction < 1, "data.test_fraction must be in [0, 1)")

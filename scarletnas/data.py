@@ -23,7 +23,7 @@ import hashlib
 import logging
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,8 +264,8 @@ def load_cifar10(cfg: DataConfig) -> Splits:
     return _tensor_splits("cifar10", train_x, train_y, test_x, test_y, cfg, 10, flip=True)
 
 
-def _scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[int],
-                                                                         list[str]]:
+def _scan_folder(root: Path, classes: list[str] | None = None, skip: frozenset[str] = frozenset()
+                 ) -> tuple[list[str], list[int], list[str]]:
     if not root.is_dir():
         raise DataError(f"{root}: missing; an image folder dataset has train/<class>/*.jpg "
                         "and val/<class>/*.jpg")
@@ -281,6 +281,8 @@ def _scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str
         before = len(files)
         for p in sorted((root / cls).glob("*")):
             if p.suffix in IMAGE_SUFFIXES and p.is_file():
+                if image_name(str(p)) in skip:
+                    continue
                 files.append(str(p))
                 labels.append(label)
             elif not p.name.startswith("."):
@@ -297,34 +299,47 @@ def _scan_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str
     return files, labels, classes
 
 
-def check_images(files: list[str], threads: int = 8) -> None:
-    """Decode every JPEG once, so a corrupt or truncated file fails data
-    preparation, naming every bad file, instead of a training step hours later."""
+def image_name(path: str) -> str:
+    """An image's name within its dataset (split/class/file), wherever it was synced to."""
+    return "/".join(Path(path).parts[-3:])
+
+
+def find_bad_images(files: list[str], threads: int = 8) -> list[tuple[str, str]]:
+    """(file, why) for every JPEG that does not decode, each decoded once, in threads:
+    so a corrupt or truncated file is found by data preparation, not by a training
+    step hours later."""
     from concurrent.futures import ThreadPoolExecutor
 
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
     from tqdm import tqdm
 
-    def problem(path: str) -> str | None:
+    def problem(path: str) -> tuple[str, str] | None:
         try:
             decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
         except RuntimeError as err:
-            return f"{path} ({str(err).rsplit(', ', 1)[-1].strip()[:80]})"
+            return path, str(err).rsplit(", ", 1)[-1].strip()[:80]
         return None
 
     with ThreadPoolExecutor(threads) as pool:
-        found = [p for p in tqdm(pool.map(problem, files), total=len(files), desc="check images",
-                                 dynamic_ncols=True, disable=len(files) < 1000) if p]
+        return [p for p in tqdm(pool.map(problem, files), total=len(files), desc="check images",
+                                dynamic_ncols=True, disable=len(files) < 1000) if p]
+
+
+def check_images(files: list[str], threads: int = 8) -> None:
+    """Fail, naming every bad file, if any of ``files`` does not decode."""
+    found = find_bad_images(files, threads)
     if found:
+        named = "; ".join(f"{path} ({why})" for path, why in found[:5])
         raise DataError(f"{len(found)} of {len(files)} images cannot be decoded as JPEG: "
-                        f"{'; '.join(found[:5])}{' ...' if len(found) > 5 else ''}; replace or "
-                        "remove them")
+                        f"{named}{' ...' if len(found) > 5 else ''}; replace or remove them, "
+                        "or set data.bad_images=skip to leave them out")
 
 
-def load_imagefolder(cfg: DataConfig) -> Splits:
+def load_imagefolder(cfg: DataConfig, skip: frozenset[str] = frozenset()) -> Splits:
+    """``skip``: images (``image_name``) data preparation found corrupt and left out."""
     root = _local_source(cfg)
-    files, labels, classes = _scan_folder(root / "train")
-    test_files, test_labels, _ = _scan_folder(root / "val", classes)
+    files, labels, classes = _scan_folder(root / "train", skip=skip)
+    test_files, test_labels, _ = _scan_folder(root / "val", classes, skip)
     y = np.asarray(labels)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(files))
@@ -340,10 +355,17 @@ LOADERS = {"digits": load_digits, "distorted-digits": load_distorted_digits,
            "cifar10": load_cifar10, "imagefolder": load_imagefolder}
 # classes of the datasets that fix them; an image folder has as many as class folders
 KNOWN_CLASSES = {"digits": 10, "distorted-digits": 10, "cifar10": 10}
+# what data preparation does with an image that does not decode
+BAD_IMAGE_POLICIES = {"fail": "stop, naming every bad file", "skip": "leave them out, reported"}
 
 
-def load_splits(cfg: DataConfig) -> Splits:
-    return dataclasses.replace(LOADERS[cfg.dataset](cfg), loading=Loading.of(cfg))
+def load_splits(cfg: DataConfig, skip: Collection[str] = ()) -> Splits:
+    """The configured dataset's splits; ``skip`` names images left out (image folders)."""
+    if skip:
+        splits = load_imagefolder(cfg, frozenset(skip))
+    else:
+        splits = LOADERS[cfg.dataset](cfg)
+    return dataclasses.replace(splits, loading=Loading.of(cfg))
 
 
 # ---- augmentation ------------------------------------------------------------------

@@ -10,14 +10,24 @@ an error that says which, not a silently different experiment.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from . import storage
 from .config import DataConfig, PipelineConfig, from_dict, to_dict
-from .data import DataError, FolderSet, Splits, check_images, load_splits
+from .data import (
+    DataError,
+    FolderSet,
+    Splits,
+    check_images,
+    find_bad_images,
+    image_name,
+    load_splits,
+)
 from .space import SearchSpace
 
 FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
@@ -60,11 +70,21 @@ def data_source(cfg: DataConfig) -> str:
 def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:
     """Load and split the data once (failing early on bad data) and describe it."""
     splits = load_splits(cfg.data)
-    for part in (splits.train, splits.val, splits.test):
-        if isinstance(part, FolderSet):
-            check_images(part.files, threads=max(1, cfg.data.workers) * 4)
+    files = [f for part in (splits.train, splits.val, splits.test)
+             if isinstance(part, FolderSet) for f in part.files]
+    skipped = []
+    if cfg.data.bad_images == "fail":
+        check_images(files, threads=max(1, cfg.data.workers) * 4)
+    else:
+        bad = find_bad_images(files, threads=max(1, cfg.data.workers) * 4)
+        skipped = [{"image": image_name(path), "why": why} for path, why in bad]
+        if skipped:
+            log.warning("%d of %d images do not decode and are left out (data.bad_images=skip): "
+                        "%s", len(bad), len(files), "; ".join(
+                            f"{s['image']} ({s['why']})" for s in skipped[:5]))
+            splits = load_splits(cfg.data, skip=[s["image"] for s in skipped])
     space = build_space(cfg, splits)
-    return splits, space, describe(cfg, splits, space)
+    return splits, space, {**describe(cfg, splits, space), "skipped_images": skipped}
 
 
 def write(path: str, manifest: dict) -> None:
@@ -96,7 +116,7 @@ def open_prepared(cfg: PipelineConfig, manifest: dict | str) -> tuple[Splits, Se
         changed = sorted(k for k, v in to_dict(cfg.data).items() if manifest["data"].get(k) != v)
         raise DataError(f"this step's data settings differ from prepare_data's in {changed}: "
                         "every step of a run must get the same config")
-    splits = load_splits(cfg.data)
+    splits = load_splits(cfg.data, skip=[s["image"] for s in manifest.get("skipped_images", [])])
     found = {**splits.describe(), "digest": splits.digest()}
     expected = {k: manifest[k] for k in found}
     if found != expected:

@@ -32,7 +32,9 @@ def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> di
     prepared.write(dataset_path, manifest)
     tracker.params(to_dict(cfg.data), "data.")
     tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
-                     "data/test_images": len(splits.test)})
+                     "data/test_images": len(splits.test),
+                     "data/skipped_images": len(manifest["skipped_images"])})
+    tracker.table(manifest["skipped_images"], "skipped_images.json")  # none: nothing logged
     for run in (tracker, tracker.parent):  # what makes runs comparable, where they are compared
         run.tags({"space_fingerprint": space.fingerprint})
         run.params({"space_fingerprint": space.fingerprint, "data_digest": manifest["digest"]})
@@ -269,8 +271,9 @@ def _retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpo
 
 def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
              tracker: Tracker) -> dict:
-    """Test accuracy, cost, measured latency, TorchScript and checked ONNX export,
-    and the model logged and registered in MLflow."""
+    """Test accuracy, cost, measured latency, the torch.export program and ONNX
+    files (each checked against the model), and the model logged and registered
+    in MLflow."""
     from .budget import budgets, within_budget
     from .checkpoint import load_weights
     from .complexity import arch_cost

@@ -218,6 +218,40 @@ def test_check_images_names_every_bad_file(tmp_path):
     assert files[1] in message and "replace or remove them" in message
 
 
+def test_bad_images_fail_preparation_or_are_skipped_and_reported(tmp_path, caplog):
+    """data.bad_images: fail names every bad file; skip leaves them out, lists them
+    in the manifest, and every later step opens the same splits without them."""
+    from scarletnas import manifest
+    from scarletnas.config import PipelineConfig, SpaceConfig
+
+    root = write_imagefolder(tmp_path / "imgs")
+    whole = (root / "train" / "cat" / "0.jpg").read_bytes()
+    (root / "train" / "cat" / "0.jpg").write_bytes(whole[: len(whole) // 2])
+    (root / "val" / "dog" / "1.jpg").write_bytes(b"\x89PNG\r\n\x1a\n not a jpeg")
+
+    def cfg(policy):
+        return PipelineConfig(data=DataConfig(dataset="imagefolder", source=str(root),
+                                              input_size=24, bad_images=policy),
+                              space=SpaceConfig(width_mult=0.25))
+
+    with pytest.raises(DataError, match="2 of 24 images cannot be decoded as JPEG: .*0.jpg "
+                                        "\\(Image is incomplete or truncated\\).*set "
+                                        "data.bad_images=skip"):
+        manifest.prepare(cfg("fail"))
+    with caplog.at_level("WARNING"):
+        splits, _, described = manifest.prepare(cfg("skip"))
+    assert described["skipped_images"] == [
+        {"image": "train/cat/0.jpg", "why": "Image is incomplete or truncated"},
+        {"image": "val/dog/1.jpg", "why": "Not a JPEG file: starts with 0x89 0x50"}]
+    assert "2 of 24 images do not decode and are left out" in caplog.text
+    from scarletnas.data import image_name
+
+    kept = {image_name(f) for f in splits.train.files + splits.val.files + splits.test.files}
+    assert len(kept) == 22 and not kept & {"train/cat/0.jpg", "val/dog/1.jpg"}
+    again, _ = manifest.open_prepared(cfg("skip"), described)  # a later step: same splits
+    assert again.digest() == splits.digest() == described["digest"]
+
+
 def test_distorted_digits_are_deterministic_and_harder():
     """Four seeded distortions of every digits image, split before distorting."""
     from scarletnas.data import DISTORTED_COPIES
