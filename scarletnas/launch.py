@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 
-from .config import PipelineConfig
+from .config import ConfigError, PipelineConfig
 
 
 class WorkerError(RuntimeError):
@@ -44,20 +44,26 @@ def run(fn: Callable, args: tuple, n: int, cuda: bool = False):
     with ``cuda``; rank 0's result."""
     if n <= 1:
         return fn(*args)
+    import torch
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"scarlet-nas-{uuid.uuid4().hex[:8]}",
-        rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
-        monitor_interval=0.5, start_method="spawn",
-        logs_specs=DefaultLogsSpecs(log_dir=tempfile.mkdtemp(prefix="scarletnas-workers-")))
-    try:
-        results = elastic_launch(config, entrypoint=_rank_main)(fn, args, cuda)
-    except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        raise _worker_error(rank, failure.message) from None
+    if cuda and n > torch.cuda.device_count():
+        raise ConfigError(f"resources.processes={n} but this pod sees "
+                          f"{torch.cuda.device_count()} GPU(s): request as many GPUs "
+                          "(resources.gpus) or set resources.processes=0")
+    with tempfile.TemporaryDirectory(prefix="scarletnas-ranks-") as logs:  # their error files
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=n,
+            run_id=f"scarlet-nas-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
+            rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.5,
+            start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs))
+        try:
+            results = elastic_launch(config, entrypoint=_rank_main)(fn, args, cuda)
+        except ChildFailedError as err:
+            rank, failure = err.get_first_failure()
+            raise _worker_error(rank, failure.message) from None
     return results[0]
 
 
