@@ -274,8 +274,9 @@ def delete(uri: str) -> None:
 
 def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
     """A local folder holding ``uri``'s files: the folder itself if local,
-    else a copy under ``cache_dir``, fetched ``threads`` objects at a time
-    (files already there with the same size are not fetched again)."""
+    else a mirror under ``cache_dir``, fetched ``threads`` objects at a time
+    (files already there with the same size are not fetched again; files and
+    folders no longer in the bucket are removed, so the copy never holds more)."""
     if not is_s3(uri):
         return Path(uri)
     from concurrent.futures import ThreadPoolExecutor
@@ -290,6 +291,7 @@ def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
                for o in page.get("Contents", [])]
     if not objects:
         raise StorageError(uri, "no objects under this prefix")
+    _prune(dest, {dest / o["Key"][len(prefix):] for o in objects})
     missing = [(f"s3://{bucket}/{o['Key']}", dest / o["Key"][len(prefix):]) for o in objects
                if not _same_size(dest / o["Key"][len(prefix):], o["Size"])]
     with ThreadPoolExecutor(threads) as pool, tqdm(
@@ -298,6 +300,20 @@ def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
         for _ in pool.map(lambda pair: write_bytes(str(pair[1]), read_bytes(pair[0])), missing):
             bar.update(1)
     return dest
+
+
+def _prune(dest: Path, keep: set[Path]) -> None:
+    """Remove the files and folders ``dest`` holds beyond ``keep`` and its folders.
+    Temporary files are left to their writers (another process may be syncing the
+    same cache: two training processes of one pod do)."""
+    if not dest.is_dir():
+        return
+    folders = {parent for path in keep for parent in path.parents}
+    for path in sorted(dest.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and path not in keep and not path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+        elif path.is_dir() and path not in folders and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _same_size(path: Path, size: int) -> bool:

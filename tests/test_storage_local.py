@@ -71,3 +71,16 @@ def test_join_and_split():
     assert storage.split_s3("s3://bucket/k/e/y") == ("bucket", "k/e/y")
     with pytest.raises(storage.StorageError, match="names no bucket"):
         storage.split_s3("s3:///key")
+
+
+def test_prune_mirrors_the_listing_and_leaves_writers_alone(tmp_path):
+    """What a synced copy holds beyond the bucket goes, folders included; a
+    temporary file (another process mid-write) stays."""
+    dest = tmp_path / "copy"
+    for name in ("a/1.jpg", "a/2.jpg", "gone/3.jpg", "a/.2.jpg.99.x.tmp"):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes(b"x")
+    (dest / "b").mkdir()  # will receive files in this sync
+    storage._prune(dest, {dest / "a" / "1.jpg", dest / "b" / "4.jpg"})
+    left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert left == ["a", "a/.2.jpg.99.x.tmp", "a/1.jpg", "b"]
