@@ -121,19 +121,25 @@ def remove_stale_temps(path: Path, min_age_s: float = 60.0) -> list[Path]:
     """Delete what killed writers of ``path`` left behind: temporary files whose
     writing process is gone (and that are older than ``min_age_s``, so a writer
     in another container that reuses a pid is left alone)."""
-    import time
-
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        try:
-            stale = time.time() - tmp.stat().st_mtime > min_age_s and not _alive(int(pid))
-        except (ValueError, OSError):
-            continue
-        if stale:
+        if _stale(tmp, min_age_s):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def _stale(tmp: Path, min_age_s: float = 60.0) -> bool:
+    """Is ``tmp`` (``.<name>.<pid>.<random>.tmp``; the random part has no dots)
+    left by a writer that is gone, and older than ``min_age_s``?"""
+    import time
+
+    parts = tmp.name[:-len(".tmp")].rsplit(".", 2)
+    pid = parts[1] if len(parts) == 3 else ""
+    try:
+        return time.time() - tmp.stat().st_mtime > min_age_s and not _alive(int(pid))
+    except (ValueError, OSError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -151,10 +157,18 @@ def write_bytes(uri: str, data: bytes) -> None:
     if is_s3(uri):
         _put_s3(uri, io.BytesIO(data), len(data))
         return
-    path = Path(uri)
+    _write_local(Path(uri), data, tidy=True)
+
+
+def _write_local(path: Path, data: bytes, tidy: bool) -> None:
+    """Write beside ``path`` and rename into place; ``tidy``: first remove the
+    temporaries killed writers of ``path`` left (a directory listing, which a
+    bulk copy does once for its whole folder instead: ``_prune``)."""
+    uri = str(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
+        if tidy:
+            remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except (FileExistsError, NotADirectoryError):
         raise StorageError(uri, "cannot write here (a part of the path is a file, not a "
@@ -297,20 +311,22 @@ def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
     with ThreadPoolExecutor(threads) as pool, tqdm(
             total=len(missing), desc=f"fetch {uri}", unit="file", dynamic_ncols=True,
             disable=len(missing) < 100) as bar:
-        for _ in pool.map(lambda pair: write_bytes(str(pair[1]), read_bytes(pair[0])), missing):
+        for _ in pool.map(lambda pair: _write_local(pair[1], read_bytes(pair[0]), tidy=False),
+                          missing):
             bar.update(1)
     return dest
 
 
 def _prune(dest: Path, keep: set[Path]) -> None:
     """Remove the files and folders ``dest`` holds beyond ``keep`` and its folders.
-    Temporary files are left to their writers (another process may be syncing the
-    same cache: two training processes of one pod do)."""
+    A temporary file is left to its writer (another process may be syncing the
+    same cache: two training processes of one pod do) unless that writer is gone."""
     if not dest.is_dir():
         return
     folders = {parent for path in keep for parent in path.parents}
     for path in sorted(dest.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file() and path not in keep and not path.name.endswith(".tmp"):
+        if path.is_file() and path not in keep and (
+                not path.name.endswith(".tmp") or _stale(path)):
             path.unlink(missing_ok=True)
         elif path.is_dir() and path not in folders and not any(path.iterdir()):
             path.rmdir()
