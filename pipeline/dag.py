@@ -128,18 +128,15 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
 
 
 def compile_pipeline(cfg: PipelineConfig, path: str, image: str = DEFAULT_IMAGE) -> str:
-    import os
     import tempfile
+    from pathlib import Path
 
     from kfp import compiler
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".yaml", dir=folder)
-    os.close(fd)
-    try:  # written beside the target and renamed: never a half-written package
-        compiler.Compiler().compile(build_pipeline(cfg, image), package_path=tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from scarletnas.storage import write_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:  # then written atomically: never half a package
+        package = Path(tmp, "pipeline.yaml")
+        compiler.Compiler().compile(build_pipeline(cfg, image), package_path=str(package))
+        write_bytes(path, package.read_bytes())
     return path

@@ -304,6 +304,11 @@ def image_name(path: str) -> str:
     return "/".join(Path(path).parts[-3:])
 
 
+def _jpeg_problem(err: RuntimeError) -> str:
+    """What torchvision's decode_jpeg error says, without its source location."""
+    return str(err).rsplit(", ", 1)[-1].strip()
+
+
 def find_bad_images(files: list[str], threads: int = 8) -> list[tuple[str, str]]:
     """(file, why) for every JPEG that does not decode, each decoded once, in threads:
     so a corrupt or truncated file is found by data preparation, not by a training
@@ -317,7 +322,7 @@ def find_bad_images(files: list[str], threads: int = 8) -> list[tuple[str, str]]
         try:
             decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
         except RuntimeError as err:
-            return path, str(err).rsplit(", ", 1)[-1].strip()[:80]
+            return path, _jpeg_problem(err)[:80]
         return None
 
     with ThreadPoolExecutor(threads) as pool:
@@ -529,7 +534,7 @@ class _FolderDataset:
             return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as err:
             raise DataError(f"{self.data.files[i]}: cannot decode JPEG "
-                            f"({str(err).rsplit(', ', 1)[-1]})") from None
+                            f"({_jpeg_problem(err)})") from None
 
     def collate(self, items):
         labels = torch.stack([self.data.labels[i] for i, _ in items])

@@ -149,13 +149,11 @@ class Stack:
             self.stop(name)
 
     def save(self, path: Path) -> None:
-        """Write the state (it holds the stack's keys) readable by its owner only."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.chmod(tmp, 0o600)  # also when tmp existed with other bits
-        os.replace(tmp, path)
+        """Write the state (it holds the stack's keys) atomically, readable by its
+        owner only (write_bytes's temporary file is created 0600 and renamed)."""
+        from .storage import write_bytes
+
+        write_bytes(str(path), json.dumps(asdict(self), indent=1).encode())
 
     @classmethod
     def load(cls, path: Path) -> Stack:
