@@ -22,10 +22,22 @@ FUNCTIONS = (start_run, prepare_data, train_supernet, ranking_check, search, ret
              evaluate, summarize, finish_run)
 
 
-def build(image: str) -> SimpleNamespace:
-    """Every component on ``image``, which already holds the package and its pins."""
+def build(image: str, on_nodes: tuple[str, ...] = ()) -> SimpleNamespace:
+    """Every component on ``image``, which already holds the package and its pins.
+    Those named in ``on_nodes`` start a TrainJob: the resources, env and placement
+    set on their tasks reach them as ``dsl.TaskConfig`` for the TrainJob's nodes,
+    and their own pods get none of it but the env and volumes."""
     from kfp import dsl
 
+    passthrough = [dsl.TaskConfigField.RESOURCES, dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+                   dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+                   dsl.TaskConfigField.KUBERNETES_AFFINITY,
+                   dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+                   # the API token the step mounts (pipeline/dag.py); its nodes drop it
+                   dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_VOLUMES,
+                                             apply_to_task=True)]
     return SimpleNamespace(**{
-        fn.__name__: dsl.component(fn, base_image=image, packages_to_install=[])
+        fn.__name__: dsl.component(
+            fn, base_image=image, packages_to_install=[],
+            task_config_passthroughs=passthrough if fn.__name__ in on_nodes else None)
         for fn in FUNCTIONS})

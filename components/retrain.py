@@ -1,23 +1,27 @@
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output, TaskConfig
 
 
 def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
-            kfp_run_id: str, arch: str, dataset: Input[Dataset], model: Output[Model],
-            metrics: Output[Metrics]):
-    """Train one selected arch from scratch (plain identity skips)."""
+            kfp_run_id: str, image: str, arch: str, dataset: Input[Dataset], model: Output[Model],
+            metrics: Output[Metrics], task_config: TaskConfig = None):
+    """Train one selected arch from scratch (plain identity skips), in this pod or
+    (resources.retrain_nodes > 1) as a Kubeflow Trainer TrainJob."""
     import hashlib
     import os
 
     from scarletnas import stages, storage
+    from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             f"retrain {arch}")
     key = hashlib.sha256(arch.encode()).hexdigest()[:12]
     ckpt = storage.join(checkpoint_root, kfp_run_id, "retrain", key) if checkpoint_root else ""
+    nodes = (Nodes.for_step(cfg, cfg.resources.retrain_nodes, kfp_run_id, f"retrain-{key}", ckpt,
+                            image, task_config) if cfg.resources.retrain_nodes > 1 else None)
     os.makedirs(model.path, exist_ok=True)
     with final_failure(ckpt, f"retrain {arch}"), tracker:
-        out = stages.retrain(cfg, dataset.path, arch, model.path, ckpt, tracker)
+        out = stages.retrain(cfg, dataset.path, arch, model.path, ckpt, tracker, nodes)
     model.metadata.update({"arch": arch})
     for k, v in out.items():
         if isinstance(v, (int, float)):

@@ -18,20 +18,20 @@ from kfp import dsl, kubernetes
 
 from scarletnas import __version__, preflight
 from scarletnas.config import PipelineConfig, to_dict
+from scarletnas.nodes import MLFLOW_CLIENT_LABEL, MLFLOW_KEYS, S3_KEYS
+from scarletnas.trainjob import SERVICE_ACCOUNT_DIR
 
 from .. import components
 from . import DEFAULT_IMAGE, PIPELINE_NAME
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-          "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-          "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
-MLFLOW_CLIENT_LABEL = "scarlet-nas/mlflow-client"
-MLFLOW_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-              "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+S3_ENV = {k: k for k in S3_KEYS}
+MLFLOW_ENV = {k: k for k in MLFLOW_KEYS}
 
 
-def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True):
-    """Secrets as env, /dev/shm, and for GPU steps accelerators and placement."""
+def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True,
+                  launcher: bool = False):
+    """Secrets as env, /dev/shm, and for GPU steps accelerators and placement (for a
+    ``launcher`` of a TrainJob these reach its nodes, as the task's TaskConfig)."""
     # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)
     kubernetes.add_pod_label(task, MLFLOW_CLIENT_LABEL, "true")
     if res.s3_secret:
@@ -42,10 +42,14 @@ def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True)
     if retry and res.retries:
         task.set_retry(num_retries=res.retries, backoff_duration="60s", backoff_factor=2.0,
                        backoff_max_duration="3600s")
+    if launcher and res.launcher_token_secret:
+        kubernetes.use_secret_as_volume(task, res.launcher_token_secret,
+                                        mount_path=SERVICE_ACCOUNT_DIR)
     if not gpu:
         return task
-    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
-                               medium="Memory", size_limit=res.shm_size)
+    if not launcher:  # a TrainJob's nodes get theirs from trainjob.build
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
+                                   medium="Memory", size_limit=res.shm_size)
     task.set_cpu_limit(res.cpu_limit).set_memory_limit(res.memory_limit)
     if res.gpus:
         task.set_accelerator_type(res.gpu_type).set_accelerator_limit(res.gpus)
@@ -63,8 +67,10 @@ def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True)
 def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     """The pipeline function for ``cfg`` with every component on ``image``."""
     preflight.check(cfg)
-    c = components.build(image)
     res = cfg.resources
+    on_nodes = (("train_supernet",) if res.nodes > 1 else ()) + \
+        (("retrain",) if res.retrain_nodes > 1 else ())
+    c = components.build(image, on_nodes)
     default_config = json.dumps(to_dict(cfg), sort_keys=True)
 
     @dsl.pipeline(name="retrain-and-summarize")
@@ -77,8 +83,9 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
         with dsl.ParallelFor(selected, name="retrain-selected") as arch:
             model = _pod_settings(
                 c.retrain(**common, checkpoint_root=checkpoint_root,
-                          kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, arch=arch, dataset=dataset),
-                res, gpu=True, retry=True, cache=False)
+                          kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=image, arch=arch,
+                          dataset=dataset),
+                res, gpu=True, retry=True, cache=False, launcher=res.retrain_nodes > 1)
             evaluation = _pod_settings(
                 c.evaluate(**common, dataset=dataset, model=model.outputs["model"]),
                 res, gpu=False, cache=False)
@@ -109,8 +116,9 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
         with dsl.ExitHandler(finish, name="track-run"):
             data = _pod_settings(c.prepare_data(**common), res, gpu=False)
             supernet = _pod_settings(
-                c.train_supernet(**common, **resumable, dataset=data.outputs["dataset"]),
-                res, gpu=True, retry=True, cache=False)
+                c.train_supernet(**common, **resumable, image=image,
+                                 dataset=data.outputs["dataset"]),
+                res, gpu=True, retry=True, cache=False, launcher=res.nodes > 1)
             with dsl.If(run_ranking == True, name="ranking-enabled"):  # noqa: E712 (KFP)
                 _pod_settings(c.ranking_check(**common, dataset=data.outputs["dataset"],
                                               supernet=supernet.outputs["supernet"]),

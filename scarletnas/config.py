@@ -301,6 +301,17 @@ class ResourcesConfig:
     retries: int = 3  # for train_supernet and search, which resume from checkpoints
     # training processes per pod (train_supernet, retrain): 0 = one per visible GPU (1 without)
     processes: int = 0
+    # > 1: train_supernet runs as a Kubeflow Trainer TrainJob on this many nodes, each with
+    # the resources above (cluster runs; needs Kubeflow Trainer and an s3:// checkpoint_root)
+    nodes: int = 1
+    retrain_nodes: int = 1  # the same for each retrain
+    trainer_runtime: str = "torch-distributed"  # the ClusterTrainingRuntime the TrainJobs use
+    pending_timeout: int = 3600  # seconds a TrainJob may wait for nodes before it fails
+    # the API token the step that starts a TrainJob (and no other) mounts
+    # (manifests/base/trainjob-launcher.yaml)
+    launcher_token_secret: str = "scarlet-nas-trainjob-launcher-token"
+    # the account a TrainJob's nodes run as: the pipeline's (S3 through IRSA on AWS)
+    service_account: str = "scarlet-nas-runner"
 
     def __post_init__(self):
         _check(0 <= self.gpus <= 16, f"resources.gpus={self.gpus}: KFP accepts 0..16 "
@@ -315,6 +326,13 @@ class ResourcesConfig:
                    "e.g. 8, 500m (CPU) or 32G, 4Gi (memory)")
         _check(self.retries >= 0, "resources.retries must be >= 0")
         _check(self.processes >= 0, "resources.processes must be >= 0 (0: one per visible GPU)")
+        for name in ("nodes", "retrain_nodes"):
+            _check(1 <= getattr(self, name) <= 1000, f"resources.{name}={getattr(self, name)}: "
+                   "use 1 (one pod) or the number of nodes of a Kubeflow Trainer TrainJob")
+        _check(bool(re.fullmatch(_DNS, self.trainer_runtime)) and len(self.trainer_runtime) <= 253,
+               f"resources.trainer_runtime={self.trainer_runtime!r} is not a Kubernetes name: "
+               "use a ClusterTrainingRuntime such as torch-distributed")
+        _check(self.pending_timeout > 0, "resources.pending_timeout must be > 0 seconds")
         if self.node_selector:
             key, _, value = self.node_selector.partition("=")
             _check("=" in self.node_selector and "=" not in value
@@ -328,7 +346,7 @@ class ResourcesConfig:
                    and bool(LABEL_VALUE.fullmatch(value)),
                    f"resources.toleration={self.toleration!r}: use key=value:Effect or "
                    f"key:Effect, with Effect one of {', '.join(TAINT_EFFECTS)}")
-        for name in ("s3_secret", "mlflow_secret"):
+        for name in ("s3_secret", "mlflow_secret", "launcher_token_secret", "service_account"):
             value = getattr(self, name)
             _check(not value or bool(re.fullmatch(_DNS, value)) and len(value) <= 253,
                    f"resources.{name}={value!r} is not a Kubernetes Secret name: use lower-case "

@@ -14,7 +14,8 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from .config import ConfigError, PipelineConfig
 
@@ -76,24 +77,35 @@ def _worker_error(rank: int, message) -> WorkerError:
 
 
 def _rank_main(fn: Callable, args: tuple, cuda: bool):
-    """One rank: join the group, pin this rank's GPU, run, leave."""
-    import torch
-    import torch.distributed as dist
+    """One rank started by ``run``: join the group, run, leave."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
     @record  # the error and its traceback reach the launcher, which names it
     def main():
-        local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
-        if local_rank:  # rank 0 speaks for all
-            logging.getLogger("scarletnas").setLevel(logging.ERROR)
-        if cuda:
-            torch.cuda.set_device(local_rank)
-        else:  # share the cores instead of each process claiming them all
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-        dist.init_process_group("nccl" if cuda else "gloo")
-        try:
+        with process_group(cuda):
             return fn(*args)
-        finally:
-            dist.destroy_process_group()
 
     return main()
+
+
+@contextmanager
+def process_group(cuda: bool) -> Iterator[None]:
+    """This process as one rank of the group its launcher (``run`` here, torchrun
+    on a TrainJob's nodes) described in the environment: quiet unless rank 0,
+    its own GPU, or its share of the cores."""
+    import torch
+    import torch.distributed as dist
+
+    local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
+    if int(os.environ.get("RANK", local_rank)):  # rank 0 speaks for all
+        logging.getLogger("scarletnas").setLevel(logging.ERROR)
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    else:  # share the cores instead of each process claiming them all
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0)
+                              or max(1, (os.cpu_count() or 1) // local_world))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

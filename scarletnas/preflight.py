@@ -23,17 +23,19 @@ from .sampling import check_budget
 # errors that come back unchanged on a retry with the same inputs (bad config or
 # data, an impossible budget, a bug); network, storage and device errors may not
 DETERMINISTIC = (ValueError, TypeError, LookupError, ArithmeticError, AssertionError)
-# the same, by name, for an error raised in a training process (launch.WorkerError)
+# the same, by name, for an error raised in a training process or on a TrainJob node
 DETERMINISTIC_NAMES = {"ValueError", "TypeError", "KeyError", "IndexError", "ZeroDivisionError",
                        "AssertionError", "ConfigError", "DataError", "ArchError",
                        "CheckpointError"}
 
 
 def deterministic(err: BaseException) -> bool:
-    from .launch import WorkerError
-
-    if isinstance(err, WorkerError):
-        return err.kind in DETERMINISTIC_NAMES
+    """Whether a retry would fail the same way. A training process's or TrainJob
+    node's error (launch.WorkerError, trainjob.TrainJobError) carries its class name
+    as ``kind``."""
+    kind = getattr(err, "kind", None)
+    if isinstance(kind, str):
+        return kind in DETERMINISTIC_NAMES
     return isinstance(err, DETERMINISTIC)
 
 
@@ -41,6 +43,7 @@ def check(cfg: PipelineConfig) -> None:
     """Fail now if ``cfg`` cannot succeed. An image folder's class count is
     known only once it is read, so its budgets are checked at two classes,
     the cheapest a classifier can be (the search checks again on the data)."""
+    _check_nodes(cfg)
     space = space_for(cfg, KNOWN_CLASSES.get(cfg.data.dataset, 2))
     limits = budgets(cfg.search)
     try:
@@ -48,6 +51,21 @@ def check(cfg: PipelineConfig) -> None:
     except ValueError as err:
         raise ConfigError(f"search: {err} (space {cfg.space.preset}, width "
                           f"{cfg.space.width_mult}, {cfg.data.input_size}px)") from None
+
+
+def _check_nodes(cfg: PipelineConfig) -> None:
+    """A TrainJob's nodes share nothing with the step that starts it but S3."""
+    nodes = max(cfg.resources.nodes, cfg.resources.retrain_nodes)
+    if nodes == 1:
+        return
+    if not storage.is_s3(cfg.checkpoint_root):
+        raise ConfigError(f"resources.nodes={nodes}: the nodes of a TrainJob exchange the work, "
+                          "checkpoints and results through checkpoint_root; set it to an "
+                          "s3://bucket/prefix location")
+    if cfg.data.source and not storage.is_s3(cfg.data.source):
+        raise ConfigError(f"resources.nodes={nodes}: data.source={cfg.data.source!r} is a folder "
+                          "of the launching pod, which the nodes cannot read; put the data in "
+                          "S3 (data.source=s3://bucket/prefix)")
 
 
 @contextmanager

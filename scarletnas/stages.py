@@ -18,6 +18,7 @@ from . import manifest as prepared
 from . import storage
 from .config import PipelineConfig, to_dict
 from .data import Batches, Splits
+from .nodes import Nodes
 from .report import curve_png
 from .tracking import Tracker
 
@@ -79,8 +80,15 @@ def _rank_body(body, args: tuple, handle: tuple):
 
 
 def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
-                   tracker: Tracker) -> dict:
-    """Train the supernet on every device of this pod; rank 0 writes ``out_path``."""
+                   tracker: Tracker, nodes: Nodes | None = None) -> dict:
+    """Train the supernet on every device of this pod, or of the TrainJob ``nodes``;
+    rank 0 writes ``out_path``."""
+    if nodes:
+        remote = storage.join(nodes.state, "supernet.pt")
+        out = nodes.run("train_supernet", cfg, dataset, (remote, checkpoint_uri), tracker,
+                        cfg.supernet.device)
+        storage.download_file(remote, out_path)
+        return out
     return _on_every_device(cfg, cfg.supernet.device, _train_supernet,
                             (cfg, dataset, out_path, checkpoint_uri), tracker)
 
@@ -241,9 +249,16 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
 
 
 def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
-            tracker: Tracker) -> dict:
-    """Train ``arch`` from scratch on every device of this pod; best.pt and final.pt
+            tracker: Tracker, nodes: Nodes | None = None) -> dict:
+    """Train ``arch`` from scratch on every device of this pod, or of the TrainJob
+    ``nodes`` (which keep their state in ``checkpoint_uri``); best.pt and final.pt
     land in ``out_dir``."""
+    if nodes:
+        out = nodes.run("retrain", cfg, dataset, (arch, checkpoint_uri, checkpoint_uri),
+                        tracker, cfg.retrain.device)
+        for name in ("best.pt", "final.pt"):
+            storage.download_file(storage.join(checkpoint_uri, name), Path(out_dir, name))
+        return out
     return _on_every_device(cfg, cfg.retrain.device, _retrain,
                             (cfg, dataset, arch, out_dir, checkpoint_uri), tracker)
 
