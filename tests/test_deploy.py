@@ -77,8 +77,10 @@ def test_overlays_differ_where_they_should():
     assert any(m.get("MLFLOW_S3_ENDPOINT_URL") == "http://minio-service.kubeflow:9000"
                for m in maps)
     aws = render("overlays/aws")
-    for sa in (d for d in aws if d["kind"] == "ServiceAccount"):
+    for sa in (d for d in aws if "annotations" in d["metadata"] and d["kind"] == "ServiceAccount"):
         assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws")
+    binding = next(d for d in aws if d["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"][0]["namespace"] == "kubeflow"
     mlflow = next(d for d in aws if d["kind"] == "Deployment")
     env = {e["name"] for e in mlflow["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env

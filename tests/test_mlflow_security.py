@@ -188,8 +188,12 @@ def test_every_pipeline_pod_carries_the_label_the_policy_admits(tmp_path):
 
 def test_aws_overlay_gives_each_account_its_own_role_and_keeps_tokens_unmounted():
     docs = render("overlays/aws")
-    roles = {d["metadata"]["name"]: d["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-             for d in docs if d["kind"] == "ServiceAccount"}
+    accounts = {d["metadata"]["name"]: d["metadata"] for d in docs
+                if d["kind"] == "ServiceAccount"}
+    # the TrainJob launcher's account talks to the Kubernetes API only: no AWS role
+    assert "annotations" not in accounts.pop("scarlet-nas-trainjob-launcher")
+    roles = {name: meta["annotations"]["eks.amazonaws.com/role-arn"]
+             for name, meta in accounts.items()}
     assert set(roles) == {"scarlet-nas-runner", "scarlet-nas-mlflow"}
     assert len(set(roles.values())) == 2
     pod = _find(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]
