@@ -55,15 +55,17 @@ def check(cfg: PipelineConfig) -> None:
 
 def _check_nodes(cfg: PipelineConfig) -> None:
     """A TrainJob's nodes share nothing with the step that starts it but S3."""
-    nodes = max(cfg.resources.nodes, cfg.resources.retrain_nodes)
+    res = cfg.resources
+    key, nodes = max((("resources.nodes", res.nodes), ("resources.retrain_nodes",
+                                                       res.retrain_nodes)), key=lambda kv: kv[1])
     if nodes == 1:
         return
     if not storage.is_s3(cfg.checkpoint_root):
-        raise ConfigError(f"resources.nodes={nodes}: the nodes of a TrainJob exchange the work, "
+        raise ConfigError(f"{key}={nodes}: the nodes of a TrainJob exchange the work, "
                           "checkpoints and results through checkpoint_root; set it to an "
                           "s3://bucket/prefix location")
     if cfg.data.source and not storage.is_s3(cfg.data.source):
-        raise ConfigError(f"resources.nodes={nodes}: data.source={cfg.data.source!r} is a folder "
+        raise ConfigError(f"{key}={nodes}: data.source={cfg.data.source!r} is a folder "
                           "of the launching pod, which the nodes cannot read; put the data in "
                           "S3 (data.source=s3://bucket/prefix)")
 
