@@ -1,28 +1,33 @@
 from typing import NamedTuple
 
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, TaskConfig
 
 
 def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
-           kfp_run_id: str, dataset: Input[Dataset], supernet: Input[Model],
-           front: Output[Artifact], pareto: Output[HTML], metrics: Output[Metrics]
+           kfp_run_id: str, image: str, dataset: Input[Dataset], supernet: Input[Model],
+           front: Output[Artifact], pareto: Output[HTML], metrics: Output[Metrics],
+           task_config: TaskConfig = None
            ) -> NamedTuple("SearchOutputs", [("selected", list), ("warning", str)]):
-    """NSGA-II over the supernet; outputs the Pareto front, the archs to retrain and the
-    supernet's warning ('' when its sampled paths showed it learned)."""
+    """NSGA-II over the supernet, in this pod or (resources.nodes > 1) on every process
+    of a Kubeflow Trainer TrainJob; outputs the Pareto front, the archs to retrain and
+    the supernet's warning ('' when its sampled paths showed it learned)."""
     import os
     import shutil
     from collections import namedtuple
 
     from scarletnas import stages, storage
+    from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "search")
     state_dir = storage.join(checkpoint_root, kfp_run_id, "search") if checkpoint_root else ""
+    nodes = (Nodes.for_step(cfg, cfg.resources.nodes, kfp_run_id, "search", state_dir, image,
+                            task_config) if cfg.resources.nodes > 1 else None)
     os.makedirs(front.path, exist_ok=True)
     with final_failure(state_dir, "search"), tracker:
         out = stages.search(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
                             front.path, storage.join(state_dir, "state.json") if state_dir
-                            else "", tracker)
+                            else "", tracker, nodes)
     shutil.copyfile(out["files"]["pareto.html"], pareto.path)
     for k, v in out["metrics"].items():
         metrics.log_metric(k, v)

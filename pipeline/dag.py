@@ -68,7 +68,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     """The pipeline function for ``cfg`` with every component on ``image``."""
     preflight.check(cfg)
     res = cfg.resources
-    on_nodes = (("train_supernet",) if res.nodes > 1 else ()) + \
+    on_nodes = (("train_supernet", "search") if res.nodes > 1 else ()) + \
         (("retrain",) if res.retrain_nodes > 1 else ())
     c = components.build(image, on_nodes)
     default_config = json.dumps(to_dict(cfg), sort_keys=True)
@@ -124,9 +124,9 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
                                               supernet=supernet.outputs["supernet"]),
                               res, gpu=True, cache=False)
             found = _pod_settings(
-                c.search(**common, **resumable, dataset=data.outputs["dataset"],
+                c.search(**common, **resumable, image=image, dataset=data.outputs["dataset"],
                          supernet=supernet.outputs["supernet"]),
-                res, gpu=True, retry=True, cache=False)
+                res, gpu=True, retry=True, cache=False, launcher=res.nodes > 1)
             retrain_and_summarize(selected=found.outputs["selected"],
                                   warning=found.outputs["warning"], **common,
                                   checkpoint_root=checkpoint_root,

@@ -132,6 +132,28 @@ def make_scorer(supernet: Supernet, splits: Splits, cfg: EvalConfig, *,
     return score
 
 
+def across_ranks(score: Callable[[list], list[dict]]) -> Callable[[list], list[dict]]:
+    """``score`` with each call's archs split round-robin across the ranks of the
+    process group (a TrainJob's processes): every rank scores its share and gets
+    all the scores, so each runs the same search in step."""
+    import torch.distributed as dist
+
+    from .train import world
+
+    rank, size = world()
+    if size == 1:
+        return score
+
+    def scored(archs: list) -> list[dict]:
+        parts: list = [None] * size
+        dist.all_gather_object(parts, score(archs[rank::size]))
+        out: list = [None] * len(archs)
+        for r, part in enumerate(parts):
+            out[r::size] = part
+        return out
+    return scored
+
+
 # A supernet has learned when its random paths score at least this far from
 # chance toward 100% (10 classes: 32.5%; 1000 classes: 25%). Below it, its
 # scores rank noise and the search's front means nothing.

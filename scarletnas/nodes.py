@@ -26,7 +26,7 @@ from . import storage, trainjob
 from .config import ConfigError, PipelineConfig, to_dict
 from .tracking import Tracker
 
-STAGES = ("train_supernet", "retrain")
+STAGES = ("train_supernet", "search", "retrain")
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)

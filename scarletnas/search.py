@@ -43,6 +43,7 @@ from .config import SearchConfig, to_dict
 from .latency import LatencyTable
 from .sampling import check_budget, sample_archs
 from .space import Arch, SearchSpace
+from .train import world
 
 Scorer = Callable[[list[Arch]], list[dict]]  # archs -> [{"top1": ...}, ...]
 
@@ -302,7 +303,7 @@ def run_search(space: SearchSpace, scorer: Scorer, cfg: SearchConfig, *,
             algorithm.next()
             front = pareto_front(problem, list(problem.cache.values()))
             hv.append(hypervolume(problem, front, scale))
-            if state_uri:
+            if state_uri and world()[0] == 0:  # on several ranks all hold the same state
                 _save_state(state_uri, algorithm, problem, gen + 1, hv, fingerprint)
             stats = {"hypervolume": hv[-1], "evaluated": len(problem.cache),
                      "front_size": len(front),

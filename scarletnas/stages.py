@@ -211,18 +211,45 @@ def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
 
 
 def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, state_uri: str,
-           tracker: Tracker) -> dict:
-    """NSGA-II with the supernet; writes the front and plots under ``out_dir``."""
-    from .evaluate import make_scorer
+           tracker: Tracker, nodes: Nodes | None = None) -> dict:
+    """NSGA-II with the supernet on every GPU of this pod, or every process of the
+    TrainJob ``nodes``; writes the front and plots under ``out_dir``."""
+    if not nodes:
+        return _search(cfg, dataset, supernet_path, out_dir, state_uri, tracker)
+    supernet_uri = storage.join(nodes.state, "supernet.pt")  # the nodes read S3 only
+    storage.upload_file(supernet_path, supernet_uri)
+    out = nodes.run("search", cfg, dataset, (supernet_uri, storage.join(nodes.state, "out"),
+                                             state_uri), tracker, cfg.supernet.device)
+    for name, uri in out["files"].items():
+        out["files"][name] = str(storage.download_file(uri, Path(out_dir, name)))
+    _log_search_files(out["files"], tracker)
+    return out
+
+
+def _log_search_files(files: dict, tracker: Tracker) -> None:
+    for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
+        if name in files and not storage.is_s3(files[name]):
+            tracker.artifact(files[name], "search")
+    if "pareto.png" in files and not storage.is_s3(files["pareto.png"]):
+        tracker.parent.artifact(files["pareto.png"], "plots")
+
+
+def _search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str,
+            state_uri: str, tracker: Tracker) -> dict:
+    from .evaluate import across_ranks, make_scorer
     from .latency import build_latency_table
     from .report import COLUMNS, write_search_outputs
     from .search import run_search
+    from .train import world
 
     splits, space, _ = _open(cfg, dataset, tracker)
     supernet = _load_supernet(cfg, supernet_path, space)
     device = next(supernet.parameters()).device
-    scorer = make_scorer(supernet, splits, cfg.eval, devices=None if device.type == "cuda"
-                         else [device], seed=cfg.search.seed, amp=cfg.supernet.amp)
+    rank, ranks = world()
+    # one process per GPU on several ranks (each has its own), else every GPU of the pod
+    scorer = across_ranks(make_scorer(
+        supernet, splits, cfg.eval, devices=None if device.type == "cuda" and ranks == 1
+        else [device], seed=cfg.search.seed, amp=cfg.supernet.amp))
     warning = supernet.path_check.get("warning", "")  # the check run when it was trained
     # CPU batch-1, as evaluate measures it: one meaning of latency for budget and report
     latency = build_latency_table(space, "cpu") if cfg.search.needs_latency else None
@@ -230,14 +257,10 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     result = run_search(space, scorer, cfg.search, latency=latency, state_uri=state_uri or None,
                         callback=lambda gen, stats: tracker.metrics(
                             {f"search/{k}": v for k, v in stats.items()}, gen))
-    files = write_search_outputs(result, out_dir, warning=warning)
-    for name in ("front.csv", "evaluated.csv", "pareto.html", "pareto.png"):
-        if not storage.is_s3(files[name]):
-            tracker.artifact(files[name], "search")
+    files = write_search_outputs(result, out_dir, warning=warning) if rank == 0 else {}
+    _log_search_files(files, tracker)
     tracker.table([{c: r[c] for c in COLUMNS} for r in result.evaluated], "candidates.json")
     tracker.parent.table([{c: r[c] for c in COLUMNS} for r in result.front], "pareto_front.json")
-    if not storage.is_s3(files["pareto.png"]):
-        tracker.parent.artifact(files["pareto.png"], "plots")
     tracker.parent.metrics({"search_hypervolume": result.hypervolume[-1],
                             "search_front_size": len(result.front),
                             "search_evaluated": len(result.evaluated)})

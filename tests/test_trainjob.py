@@ -136,6 +136,7 @@ def _cfg(run: str, *extra) -> PipelineConfig:
         "retrain.optim.warmup_epochs=0.5", "retrain.device=cpu", "retrain.optim.batch_size=64",
         "resources.nodes=2", "resources.retrain_nodes=2", "resources.gpus=0",
         "resources.processes=1", "resources.mlflow_secret=", "tracking.experiment=trainjob",
+        "search.generations=2", "search.population=8",
         f"checkpoint_root=s3://{BUCKET}/{run}", *extra])
 
 
@@ -152,9 +153,10 @@ def _nodes(cfg, run: str, step: str) -> Nodes:
 
 
 @pytest.mark.slow
-def test_two_nodes_train_the_supernet_and_a_subnet(cluster_env, stack, tmp_path, capfd):
+def test_two_nodes_train_search_and_retrain(cluster_env, stack, tmp_path, capfd):
     """Two nodes (torchrun, gloo) train, rank 0 logging into the step's MLflow run
-    and writing the outputs the step hands on; node 0's log is in the step's."""
+    and writing the outputs the step hands on; node 0's log is in the step's.
+    Then the search and a subnet's retraining on two nodes."""
     fake = cluster_env()
     cfg = _cfg("r2")
     dataset = _dataset(cfg, tmp_path)
@@ -181,6 +183,18 @@ def test_two_nodes_train_the_supernet_and_a_subnet(cluster_env, stack, tmp_path,
     assert again["resumed_from_step"] == out["steps"] == again["steps"]
     assert [v for v, r in fake.calls() if r == "trainjobs" and v in ("create", "delete")] == [
         "create", "delete", "create"]
+
+    # the search on both nodes, each scoring half of every generation, finds what one
+    # process finds
+    found = stages.search(cfg, dataset, str(tmp_path / "supernet.pt"), str(tmp_path / "front"),
+                          f"s3://{BUCKET}/r2/search/state.json", Tracker("", "", "s"),
+                          _nodes(cfg, "r2", "search"))
+    alone = stages.search(cfg, dataset, str(tmp_path / "supernet.pt"), str(tmp_path / "alone"),
+                          "", Tracker("", "", "s"))
+    assert found["selected"] == alone["selected"] and found["selected"]
+    assert found["metrics"] == pytest.approx(alone["metrics"])
+    assert Path(found["files"]["pareto.html"]).read_text() == \
+        Path(alone["files"]["pareto.html"]).read_text()
 
     arch = "e3k3-e6k3se-skip-e3k5-e3k3-e6k5-e3k7se-skip"  # a subnet of the default space
     model_dir = tmp_path / "model"
@@ -275,7 +289,9 @@ def test_compiled_pipeline_passes_the_gpu_settings_to_the_trainjob(tmp_path):
     launcher = executors["exec-train-supernet"]
     assert launcher["secretAsVolume"][0]["mountPath"] == TOKEN_DIR
     assert "emptyDirMounts" not in launcher  # /dev/shm is the nodes'
-    assert "taskConfigPassthroughs" not in spec["components"]["comp-search"]
-    assert "secretAsVolume" not in executors["exec-search"]
+    assert "taskConfigPassthroughs" in spec["components"]["comp-search"]  # nodes: 2
+    assert "taskConfigPassthroughs" not in spec["components"]["comp-retrain"]  # retrain_nodes: 1
+    for step in ("ranking-check", "retrain", "evaluate"):  # their own pods: no API token
+        assert "secretAsVolume" not in executors[f"exec-{step}"]
     assert json.loads(spec["root"]["inputDefinitions"]["parameters"]["config"][
         "defaultValue"])["resources"]["nodes"] == 2
