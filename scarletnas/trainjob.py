@@ -5,7 +5,7 @@ failure reason, delete when the step is stopped or retried).
 
 The nodes run ``torchrun`` from the ``torch-distributed`` runtime, which sets
 PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR... on every node. The API calls
-made here are the ones manifests/base/rbac.yaml grants.
+made here are the ones manifests/base/trainjob-launcher.yaml grants.
 """
 
 from __future__ import annotations
