@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -62,10 +63,16 @@ class _Node:
     def code(self) -> int | None:
         return self.process.poll() if self.process else None
 
-    def kill(self) -> None:
+    def kill(self, grace: float = 15.0) -> None:
+        """As the kubelet stops a pod: SIGTERM (torchrun passes it on to the
+        workers it started, each in its own session), SIGKILL after the grace."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
     def pod(self) -> dict:
         status: dict = {"phase": "Pending", "conditions": [

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -152,37 +153,50 @@ def _nodes(cfg, run: str, step: str) -> Nodes:
                           "scarlet-nas:test")
 
 
+def _terminate_when(ready, timeout: float = 300.0) -> None:
+    """SIGTERM this process (as KFP terminating a run does to the step) once ready()."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @pytest.mark.slow
 def test_two_nodes_train_search_and_retrain(cluster_env, stack, tmp_path, capfd):
     """Two nodes (torchrun, gloo) train, rank 0 logging into the step's MLflow run
     and writing the outputs the step hands on; node 0's log is in the step's.
     Then the search and a subnet's retraining on two nodes."""
     fake = cluster_env()
-    cfg = _cfg("r2")
+    cfg = _cfg("r2", "supernet.checkpoint_every=8")
     dataset = _dataset(cfg, tmp_path)
+    ckpt = f"s3://{BUCKET}/r2/supernet/checkpoint.pt"
+    # the run is terminated once the nodes wrote a checkpoint: the step deletes its
+    # TrainJob; the retry replaces it and resumes from the S3 checkpoint
+    watcher = threading.Thread(target=_terminate_when, args=(lambda: storage.exists(ckpt),))
+    watcher.start()
+    with pytest.raises(trainjob.TrainJobError, match="stopped"):
+        stages.train_supernet(cfg, dataset, str(tmp_path / "supernet.pt"), ckpt,
+                              Tracker("", "", "r"), _nodes(cfg, "r2", "train-supernet"))
+    watcher.join()
+    assert not fake.jobs and not (tmp_path / "supernet.pt").exists()
     tracker = Tracker.for_task(stack.tracking_uri, "trainjob", "train_supernet", None)
     with tracker:
-        out = stages.train_supernet(cfg, dataset, str(tmp_path / "supernet.pt"),
-                                    f"s3://{BUCKET}/r2/supernet/checkpoint.pt", tracker,
+        out = stages.train_supernet(cfg, dataset, str(tmp_path / "supernet.pt"), ckpt, tracker,
                                     _nodes(cfg, "r2", "train-supernet"))
-    assert out["steps"] > 0 and out["sampled_top1_mean"] > 0.2  # chance: 0.1
+    assert out["resumed_from_step"] in (8, 16) and out["steps"] == 24
+    assert out["sampled_top1_mean"] > 0.2  # chance: 0.1
     supernet = load_supernet(str(tmp_path / "supernet.pt"))
     assert supernet.path_check["top1_mean"] == out["sampled_top1_mean"]
-    run = tracker.client.get_run(tracker.run_id)
+    run = tracker.client.get_run(tracker.run_id)  # rank 0 logged into the step's run
     assert run.data.metrics["supernet/sampled_top1_mean"] == pytest.approx(
         out["sampled_top1_mean"])
     job = next(r["body"] for r in fake.requests if r["verb"] == "create")
     assert job["spec"]["trainer"]["numNodes"] == 2
     assert job["spec"]["trainer"]["command"][:3] == ["torchrun", "-m", "scarletnas.nodes"]
-    logged = capfd.readouterr().out
-    assert "supernet:" in logged.partition("[node 0]")[2]  # its progress, in the step's log
-    # a retry of the step replaces the finished TrainJob and resumes from the S3 checkpoint
-    again = stages.train_supernet(cfg, dataset, str(tmp_path / "again.pt"),
-                                  f"s3://{BUCKET}/r2/supernet/checkpoint.pt", Tracker("", "", "r"),
-                                  _nodes(cfg, "r2", "train-supernet"))
-    assert again["resumed_from_step"] == out["steps"] == again["steps"]
     assert [v for v, r in fake.calls() if r == "trainjobs" and v in ("create", "delete")] == [
         "create", "delete", "create"]
+    logged = capfd.readouterr().out
+    assert "supernet:" in logged.partition("[node 0]")[2]  # its progress, in the step's log
 
     # the search on both nodes, each scoring half of every generation, finds what one
     # process finds
