@@ -142,12 +142,13 @@ def _lost_fields(sent, kept, path: str = "") -> list[str]:
 class Cluster:
     """The Kubernetes API calls the launching step makes, in one namespace."""
 
-    def __init__(self, api_client, namespace: str):
+    def __init__(self, api_client, namespace: str, pod: str = ""):
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
+        self.pod = pod  # the launching step's pod, when it runs in one
 
     @classmethod
     def connect(cls) -> Cluster:
@@ -156,11 +157,13 @@ class Cluster:
 
         from kubernetes import client, config
 
+        pod = ""
         try:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config()
                 with open(f"{SERVICE_ACCOUNT_DIR}/namespace") as f:
                     namespace = f.read().strip()
+                pod = os.environ.get("HOSTNAME", "")  # a pod's host name is its name
             else:
                 path = os.environ.get("KUBECONFIG")  # read now, not at import
                 config.load_kube_config(config_file=path)
@@ -172,7 +175,7 @@ class Cluster:
                 f"pipeline the step mounts the Secret resources.launcher_token_secret at "
                 f"{SERVICE_ACCOUNT_DIR} (manifests/base/trainjob-launcher.yaml); elsewhere "
                 "set KUBECONFIG") from None
-        return cls(client.ApiClient(), namespace)
+        return cls(client.ApiClient(), namespace, pod)
 
     def _call(self, fn, *args, **kwargs):
         from kubernetes.client.exceptions import ApiException
@@ -222,6 +225,17 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise TrainJobError(f"TrainJob {name} was not deleted within {timeout:.0f} s")
             time.sleep(poll)
+
+    def owner(self) -> dict | None:
+        """An owner reference to the launching step's pod: Kubernetes deletes the
+        TrainJob with that pod, however the pod ends (even without a SIGTERM)."""
+        if not self.pod:
+            return None
+        found = self._call(self.core.read_namespaced_pod, self.pod, self.namespace)
+        if found is None:
+            return None
+        return {"apiVersion": "v1", "kind": "Pod", "name": found.metadata.name,
+                "uid": found.metadata.uid, "controller": False}
 
     def pods(self, name: str) -> list:
         found = self._call(self.core.list_namespaced_pod, self.namespace,
@@ -373,6 +387,10 @@ def run(cluster: Cluster, body: dict, *, pending_timeout: float, poll: float = 5
         raise TrainJobError(f"ClusterTrainingRuntime {runtime!r} not found: install Kubeflow "
                             "Trainer and its runtimes (docs/deploy.md) or set "
                             "resources.trainer_runtime", kind="ConfigError")
+    owner = cluster.owner()
+    if owner:
+        body = {**body, "metadata": {**body["metadata"], "ownerReferences": [owner]}}
+        validate(body)
     cluster.create(body)
     nodes = body["spec"]["trainer"]["numNodes"]
     log.info("TrainJob %s created: %d nodes in namespace %s", name, nodes, cluster.namespace)

@@ -33,7 +33,10 @@ TRAINJOBS = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+
                        r"(?:/([^/]+))?$")
 RUNTIME = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/clustertrainingruntimes/([^/]+)$")
 PODS = re.compile(r"/api/v1/namespaces/([^/]+)/pods$")
+POD = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
 POD_LOG = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+LAUNCHER = {"metadata": {"name": "launcher-pod", "uid": "0f3c-launcher-uid"},
+            "status": {"phase": "Running"}}  # the pod of the step that starts TrainJobs
 UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 
@@ -214,6 +217,8 @@ class FakeCluster:
                     resource, name, verb = "clustertrainingruntimes", m[1], "get"
                 elif m := PODS.match(url.path):
                     resource, name, verb = "pods", None, "list"
+                elif m := POD.match(url.path):
+                    resource, name, verb = "pods", m[2], "get"
                 elif m := POD_LOG.match(url.path):
                     resource, name, verb = "pods/log", m[2], "get"
                 else:
@@ -262,6 +267,10 @@ class FakeCluster:
                 return self._reply(200, {**fake.jobs[name], "status": fake._status(name)})
 
             def _pods(self, verb, name, body, query):
+                if verb == "get":
+                    if name != LAUNCHER["metadata"]["name"]:
+                        return self._status(404, "NotFound", f'pods "{name}" not found')
+                    return self._reply(200, LAUNCHER)
                 selector = dict(s.split("=") for s in query.get("labelSelector", [""])[0]
                                 .split(",") if s)
                 pods = [n.pod() for nodes in fake.nodes.values() for n in nodes

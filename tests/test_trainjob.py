@@ -232,20 +232,27 @@ def test_a_node_that_fails_fails_the_step_with_its_error(cluster_env, tmp_path):
     assert deterministic(err.value)  # bad input on a node: KFP's retries will not redo it
 
 
-def _launch(cfg, fake, name="job-a", **kw):
+def _launch(cfg, fake, name="job-a", pod="", **kw):
     body = trainjob.build(name, image="i", command=["torchrun"], nodes=2, procs_per_node=1,
                           runtime="torch-distributed", placement=trainjob.Placement(), env=[],
                           labels={}, shm_size="1Gi")
-    return trainjob.run(trainjob.Cluster.connect(), body, poll=0.2, echo=lambda line: None,
+    cluster = trainjob.Cluster.connect()
+    cluster.pod = pod  # in a pod, its HOSTNAME
+    return trainjob.run(cluster, body, poll=0.2, echo=lambda line: None,
                         **{"pending_timeout": 60, **kw})
 
 
 def test_a_trainjob_without_nodes_fails_after_the_pending_timeout(cluster_env):
     fake = cluster_env("pending")
     with pytest.raises(trainjob.TrainJobError, match="0 of 2 started.*Insufficient nvidia") as e:
-        _launch(None, fake, pending_timeout=1)
+        _launch(None, fake, pod="launcher-pod", pending_timeout=1)
     assert UNSCHEDULABLE in str(e.value) and "resources.pending_timeout" in str(e.value)
     assert ("delete", "trainjobs") in fake.calls() and not fake.jobs
+    # owned by the launching pod: Kubernetes deletes it with the pod, however that ends
+    created = next(r["body"] for r in fake.requests if r["verb"] == "create")
+    assert created["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "launcher-pod", "uid": "0f3c-launcher-uid",
+         "controller": False}]
 
 
 def test_a_stopped_step_deletes_its_trainjob(cluster_env):
