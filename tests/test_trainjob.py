@@ -257,12 +257,13 @@ def test_a_trainjob_without_nodes_fails_after_the_pending_timeout(cluster_env):
 
 def test_a_stopped_step_deletes_its_trainjob(cluster_env):
     fake = cluster_env("hold")
+    before = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     with pytest.raises(trainjob.TrainJobError, match="stopped"):
         _launch(None, fake)
     assert not fake.jobs and all(n.code is not None for ns in fake.nodes.values() for n in ns)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
 def test_a_retried_step_replaces_the_trainjob_of_the_earlier_attempt(cluster_env):
