@@ -66,7 +66,7 @@ class Nodes:
                    image, placement, labels)
 
     def run(self, stage: str, cfg: PipelineConfig, dataset: str, args: tuple, tracker: Tracker,
-            device: str, cluster: trainjob.Cluster | None = None) -> dict:
+            device: str) -> dict:
         """``stages._<stage>(cfg, dataset, *args, tracker)`` on every process of the
         TrainJob; rank 0's result."""
         from .manifest import read
@@ -91,8 +91,7 @@ class Nodes:
             nodes=self.count, procs_per_node=res.processes or max(1, res.gpus),
             runtime=res.trainer_runtime, placement=self.placement, env=env,
             labels=self.labels, shm_size=res.shm_size, service_account=res.service_account)
-        cluster = cluster or trainjob.Cluster.connect()
-        trainjob.run(cluster, body, pending_timeout=res.pending_timeout,
+        trainjob.run(trainjob.Cluster.connect(), body, pending_timeout=res.pending_timeout,
                      echo=lambda line: print(line, flush=True))
         if not storage.exists(result_uri):
             raise trainjob.TrainJobError(f"TrainJob {self.name} completed without writing "
