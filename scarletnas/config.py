@@ -301,8 +301,9 @@ class ResourcesConfig:
     retries: int = 3  # for train_supernet and search, which resume from checkpoints
     # training processes per pod (train_supernet, retrain): 0 = one per visible GPU (1 without)
     processes: int = 0
-    # > 1: train_supernet runs as a Kubeflow Trainer TrainJob on this many nodes, each with
-    # the resources above (cluster runs; needs Kubeflow Trainer and an s3:// checkpoint_root)
+    # > 1: train_supernet and the search run as Kubeflow Trainer TrainJobs on this many
+    # nodes, each with the resources above (cluster runs; needs Kubeflow Trainer and an
+    # s3:// checkpoint_root)
     nodes: int = 1
     retrain_nodes: int = 1  # the same for each retrain
     trainer_runtime: str = "torch-distributed"  # the ClusterTrainingRuntime the TrainJobs use
@@ -346,10 +347,12 @@ class ResourcesConfig:
                    and bool(LABEL_VALUE.fullmatch(value)),
                    f"resources.toleration={self.toleration!r}: use key=value:Effect or "
                    f"key:Effect, with Effect one of {', '.join(TAINT_EFFECTS)}")
-        for name in ("s3_secret", "mlflow_secret", "launcher_token_secret", "service_account"):
+        for name, kind in (("s3_secret", "Secret"), ("mlflow_secret", "Secret"),
+                           ("launcher_token_secret", "Secret"),
+                           ("service_account", "ServiceAccount")):
             value = getattr(self, name)
             _check(not value or bool(re.fullmatch(_DNS, value)) and len(value) <= 253,
-                   f"resources.{name}={value!r} is not a Kubernetes Secret name: use lower-case "
+                   f"resources.{name}={value!r} is not a Kubernetes {kind} name: use lower-case "
                    "letters, digits, '-' and '.'")
 
 

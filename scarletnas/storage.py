@@ -305,9 +305,10 @@ def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
                for o in page.get("Contents", [])]
     if not objects:
         raise StorageError(uri, "no objects under this prefix")
-    _prune(dest, {dest / o["Key"][len(prefix):] for o in objects})
-    missing = [(f"s3://{bucket}/{o['Key']}", dest / o["Key"][len(prefix):]) for o in objects
-               if not _same_size(dest / o["Key"][len(prefix):], o["Size"])]
+    local = {f"s3://{bucket}/{o['Key']}": (dest / o["Key"][len(prefix):], o["Size"])
+             for o in objects}
+    _prune(dest, {path for path, _ in local.values()})
+    missing = [(uri, path) for uri, (path, size) in local.items() if not _same_size(path, size)]
     with ThreadPoolExecutor(threads) as pool, tqdm(
             total=len(missing), desc=f"fetch {uri}", unit="file", dynamic_ncols=True,
             disable=len(missing) < 100) as bar:
