@@ -40,3 +40,13 @@ def digits():
     from scarletnas.data import load_splits
 
     return load_splits(DataConfig(dataset="digits", input_size=16))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A real S3 server (SeaweedFS) and MLflow server on 127.0.0.1, one per test module."""
+    from scarletnas.devstack import Stack
+
+    s = Stack(str(tmp_path_factory.mktemp("stack"))).up()
+    yield s
+    s.down()

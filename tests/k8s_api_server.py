@@ -21,13 +21,14 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
 
 from scarletnas.devstack import free_port
+
+from .local_http import JsonHandler, LocalServer
 
 TRAINJOBS = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs"
                        r"(?:/([^/]+))?$")
@@ -96,7 +97,7 @@ class _Node:
                 "status": status}
 
 
-class FakeCluster:
+class FakeCluster(LocalServer):
     def __init__(self, workdir: Path, mode: str = "run", secrets: dict | None = None,
                  runtimes: tuple[str, ...] = ("torch-distributed",), forbid: tuple = ()):
         self.workdir, self.mode, self.secrets = workdir, mode, secrets or {}
@@ -105,20 +106,13 @@ class FakeCluster:
         self.jobs: dict[str, dict] = {}
         self.nodes: dict[str, list[_Node]] = {}
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
+        super().__init__(self._handler())
 
     def __exit__(self, *exc):
         for nodes in self.nodes.values():
             for node in nodes:
                 node.kill()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
     def kubeconfig(self, path: Path, namespace: str = "team-a") -> Path:
         path.write_text(json.dumps({
@@ -186,19 +180,8 @@ class FakeCluster:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"  # chunked log streams
-
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def _status(self, code: int, reason: str, message: str):
                 self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",

@@ -6,29 +6,18 @@ the answers, against the same kfp.Client users run."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from .local_http import JsonHandler, LocalServer
 
-class FakeKFP:
+
+class FakeKFP(LocalServer):
     def __init__(self):
         self.requests: list[dict] = []
         self.pipelines: dict[str, str] = {}  # name -> id
         self.experiments: dict[str, str] = {}
-        handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(self._handler())
 
     def calls(self, method: str, path: str) -> list[dict]:
         return [r for r in self.requests if r["method"] == method and r["path"] == path]
@@ -36,18 +25,7 @@ class FakeKFP:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _record(self, body: bytes):
                 url = urlparse(self.path)
                 rec = {"method": self.command, "path": url.path, "query": parse_qs(url.query),

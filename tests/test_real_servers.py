@@ -21,13 +21,6 @@ from scarletnas.train import train_supernet
 from .test_data import write_cifar
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(str(tmp_path_factory.mktemp("stack"))).up()
-    yield s
-    s.down()
-
-
 @pytest.fixture
 def s3_env(stack, monkeypatch):
     for k, v in stack.env().items():
