@@ -17,8 +17,8 @@ def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root:
                                             f"retrain {arch}")
     key = hashlib.sha256(arch.encode()).hexdigest()[:12]
     ckpt = storage.join(checkpoint_root, kfp_run_id, "retrain", key) if checkpoint_root else ""
-    nodes = (Nodes.for_step(cfg, cfg.resources.retrain_nodes, kfp_run_id, f"retrain-{key}", ckpt,
-                            image, task_config) if cfg.resources.retrain_nodes > 1 else None)
+    nodes = Nodes.for_step(cfg, "retrain", kfp_run_id, ckpt, image, task_config,
+                           task=f"retrain-{key}")
     os.makedirs(model.path, exist_ok=True)
     with final_failure(ckpt, f"retrain {arch}"), tracker:
         out = stages.retrain(cfg, dataset.path, arch, model.path, ckpt, tracker, nodes)

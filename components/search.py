@@ -21,8 +21,7 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "search")
     state_dir = storage.join(checkpoint_root, kfp_run_id, "search") if checkpoint_root else ""
-    nodes = (Nodes.for_step(cfg, cfg.resources.nodes, kfp_run_id, "search", state_dir, image,
-                            task_config) if cfg.resources.nodes > 1 else None)
+    nodes = Nodes.for_step(cfg, "search", kfp_run_id, state_dir, image, task_config)
     os.makedirs(front.path, exist_ok=True)
     with final_failure(state_dir, "search"), tracker:
         out = stages.search(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),

@@ -16,8 +16,7 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
                                             "train_supernet")
     state = storage.join(checkpoint_root, kfp_run_id, "supernet") if checkpoint_root else ""
     ckpt = storage.join(state, "checkpoint.pt") if state else ""
-    nodes = (Nodes.for_step(cfg, cfg.resources.nodes, kfp_run_id, "train-supernet", state,
-                            image, task_config) if cfg.resources.nodes > 1 else None)
+    nodes = Nodes.for_step(cfg, "train_supernet", kfp_run_id, state, image, task_config)
     os.makedirs(supernet.path, exist_ok=True)
     with final_failure(state, "train_supernet"), tracker:
         out = stages.train_supernet(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),

@@ -18,7 +18,7 @@ from kfp import dsl, kubernetes
 
 from scarletnas import __version__, preflight
 from scarletnas.config import PipelineConfig, to_dict
-from scarletnas.nodes import MLFLOW_CLIENT_LABEL, MLFLOW_KEYS, S3_KEYS
+from scarletnas.nodes import MLFLOW_CLIENT_LABEL, MLFLOW_KEYS, S3_KEYS, STAGES, node_count
 from scarletnas.trainjob import SERVICE_ACCOUNT_DIR
 
 from .. import components
@@ -68,8 +68,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     """The pipeline function for ``cfg`` with every component on ``image``."""
     preflight.check(cfg)
     res = cfg.resources
-    on_nodes = (("train_supernet", "search") if res.nodes > 1 else ()) + \
-        (("retrain",) if res.retrain_nodes > 1 else ())
+    on_nodes = tuple(stage for stage in STAGES if node_count(res, stage) > 1)
     c = components.build(image, on_nodes)
     default_config = json.dumps(to_dict(cfg), sort_keys=True)
 
@@ -85,7 +84,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
                 c.retrain(**common, checkpoint_root=checkpoint_root,
                           kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=image, arch=arch,
                           dataset=dataset),
-                res, gpu=True, retry=True, cache=False, launcher=res.retrain_nodes > 1)
+                res, gpu=True, retry=True, cache=False, launcher="retrain" in on_nodes)
             evaluation = _pod_settings(
                 c.evaluate(**common, dataset=dataset, model=model.outputs["model"]),
                 res, gpu=False, cache=False)
@@ -118,7 +117,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
             supernet = _pod_settings(
                 c.train_supernet(**common, **resumable, image=image,
                                  dataset=data.outputs["dataset"]),
-                res, gpu=True, retry=True, cache=False, launcher=res.nodes > 1)
+                res, gpu=True, retry=True, cache=False, launcher="train_supernet" in on_nodes)
             with dsl.If(run_ranking == True, name="ranking-enabled"):  # noqa: E712 (KFP)
                 _pod_settings(c.ranking_check(**common, dataset=data.outputs["dataset"],
                                               supernet=supernet.outputs["supernet"]),
@@ -126,7 +125,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
             found = _pod_settings(
                 c.search(**common, **resumable, image=image, dataset=data.outputs["dataset"],
                          supernet=supernet.outputs["supernet"]),
-                res, gpu=True, retry=True, cache=False, launcher=res.nodes > 1)
+                res, gpu=True, retry=True, cache=False, launcher="search" in on_nodes)
             retrain_and_summarize(selected=found.outputs["selected"],
                                   warning=found.outputs["warning"], **common,
                                   checkpoint_root=checkpoint_root,

@@ -26,7 +26,9 @@ from . import storage, trainjob
 from .config import ConfigError, PipelineConfig, to_dict
 from .tracking import Tracker
 
-STAGES = ("train_supernet", "search", "retrain")
+# the stages that can run on several nodes, and the resources key that says on how many
+NODE_COUNT = {"train_supernet": "nodes", "search": "nodes", "retrain": "retrain_nodes"}
+STAGES = tuple(NODE_COUNT)
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)
@@ -34,6 +36,11 @@ MLFLOW_CLIENT_LABEL = "scarlet-nas/mlflow-client"
 TERMINATION_LOG = "/dev/termination-log"  # what Kubernetes reports as the pod's failure
 
 log = logging.getLogger("scarletnas")
+
+
+def node_count(res, stage: str) -> int:
+    """On how many nodes ``stage`` runs (1: in its own pod)."""
+    return getattr(res, NODE_COUNT[stage])
 
 
 def _label(value: str) -> str:
@@ -44,6 +51,7 @@ def _label(value: str) -> str:
 class Nodes:
     """Where a stage runs when it runs as a TrainJob."""
 
+    stage: str  # one of STAGES
     count: int
     name: str  # the TrainJob's
     state: str  # s3:// folder of this step: the order and the result
@@ -52,34 +60,37 @@ class Nodes:
     labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_step(cls, cfg: PipelineConfig, count: int, run_id: str, step: str, state: str,
-                 image: str, task_config=None) -> Nodes:
-        """The TrainJob of ``step`` in KFP run ``run_id``; ``task_config`` is the
-        task's ``dsl.TaskConfig`` (resources, env, placement for the nodes)."""
+    def for_step(cls, cfg: PipelineConfig, stage: str, run_id: str, state: str, image: str,
+                 task_config=None, task: str = "") -> Nodes | None:
+        """The TrainJob of ``stage`` in KFP run ``run_id`` (named after ``task``, by
+        default the stage), or None when the stage runs in its own pod; ``task_config``
+        is the task's ``dsl.TaskConfig`` (resources, env, placement for the nodes)."""
+        count = node_count(cfg.resources, stage)
+        if count == 1:
+            return None
+        task = task or stage.replace("_", "-")
         if not storage.is_s3(state):
-            raise ConfigError(f"{step} on {count} nodes needs an s3:// checkpoint_root (the "
+            raise ConfigError(f"{task} on {count} nodes needs an s3:// checkpoint_root (the "
                               f"nodes share nothing else), not {state!r}")
         placement = trainjob.Placement.of_task(task_config)
         labels = {MLFLOW_CLIENT_LABEL: "true", "scarlet-nas/kfp-run-id": _label(run_id),
-                  "scarlet-nas/step": _label(step)}
-        return cls(count, trainjob.job_name(run_id, step), storage.join(state, "trainjob"),
-                   image, placement, labels)
+                  "scarlet-nas/step": _label(task)}
+        return cls(stage, count, trainjob.job_name(run_id, task),
+                   storage.join(state, "trainjob"), image, placement, labels)
 
-    def run(self, stage: str, cfg: PipelineConfig, dataset: str, args: tuple, tracker: Tracker,
+    def run(self, cfg: PipelineConfig, dataset: str, args: tuple, tracker: Tracker,
             device: str) -> dict:
         """``stages._<stage>(cfg, dataset, *args, tracker)`` on every process of the
         TrainJob; rank 0's result."""
         from .manifest import read
 
-        if stage not in STAGES:
-            raise ValueError(f"{stage} cannot run on nodes: only {', '.join(STAGES)}")
         order_uri = storage.join(self.state, "order.json")
         result_uri = storage.join(self.state, "result.json")
         if storage.exists(result_uri):  # an earlier attempt's
             storage.delete(result_uri)
         token = uuid.uuid4().hex
         storage.write_bytes(order_uri, json.dumps({
-            "stage": stage, "config": to_dict(cfg), "manifest": read(dataset),
+            "stage": self.stage, "config": to_dict(cfg), "manifest": read(dataset),
             "args": list(args), "tracking": list(tracker.handle()), "device": device,
             "result": result_uri, "token": token}).encode())
         res = cfg.resources

@@ -85,7 +85,7 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
     rank 0 writes ``out_path``."""
     if nodes:
         remote = storage.join(nodes.state, "supernet.pt")
-        out = nodes.run("train_supernet", cfg, dataset, (remote, checkpoint_uri), tracker,
+        out = nodes.run(cfg, dataset, (remote, checkpoint_uri), tracker,
                         cfg.supernet.device)
         storage.download_file(remote, out_path)
         return out
@@ -218,8 +218,8 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
         return _search(cfg, dataset, supernet_path, out_dir, state_uri, tracker)
     supernet_uri = storage.join(nodes.state, "supernet.pt")  # the nodes read S3 only
     storage.upload_file(supernet_path, supernet_uri)
-    out = nodes.run("search", cfg, dataset, (supernet_uri, storage.join(nodes.state, "out"),
-                                             state_uri), tracker, cfg.supernet.device)
+    out = nodes.run(cfg, dataset, (supernet_uri, storage.join(nodes.state, "out"), state_uri),
+                    tracker, cfg.supernet.device)
     for name, uri in out["files"].items():
         out["files"][name] = str(storage.download_file(uri, Path(out_dir, name)))
     _log_search_files(out["files"], tracker)
@@ -277,8 +277,8 @@ def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoi
     ``nodes`` (which keep their state in ``checkpoint_uri``); best.pt and final.pt
     land in ``out_dir``."""
     if nodes:
-        out = nodes.run("retrain", cfg, dataset, (arch, checkpoint_uri, checkpoint_uri),
-                        tracker, cfg.retrain.device)
+        out = nodes.run(cfg, dataset, (arch, checkpoint_uri, checkpoint_uri), tracker,
+                        cfg.retrain.device)
         for name in ("best.pt", "final.pt"):
             storage.download_file(storage.join(checkpoint_uri, name), Path(out_dir, name))
         return out

@@ -23,7 +23,7 @@ from kfp import dsl
 from scarletnas import manifest, stages, storage, trainjob
 from scarletnas.checkpoint import load_supernet, load_weights
 from scarletnas.config import ConfigError, PipelineConfig, ResourcesConfig, load_pipeline_config
-from scarletnas.devstack import BUCKET, Stack
+from scarletnas.devstack import BUCKET
 from scarletnas.nodes import Nodes
 from scarletnas.preflight import check, deterministic
 from scarletnas.tracking import Tracker
@@ -54,9 +54,11 @@ def _task_config(**extra) -> dsl.TaskConfig:
 def test_the_trainjob_is_valid_for_the_trainer_api_and_carries_the_task_settings():
     cfg = PipelineConfig(checkpoint_root=f"s3://{BUCKET}/ck",
                          resources=ResourcesConfig(nodes=4, gpus=8))
-    nodes = Nodes.for_step(cfg, 4, "6f1c2d1e-aaaa-bbbb-cccc-1234567890ab", "train-supernet",
+    nodes = Nodes.for_step(cfg, "train_supernet", "6f1c2d1e-aaaa-bbbb-cccc-1234567890ab",
                            f"s3://{BUCKET}/ck/run/supernet", "registry.example/snas:1",
                            _task_config(env=[{"name": "NCCL_DEBUG", "value": "INFO"}]))
+    assert nodes.count == 4  # resources.nodes; retrain_nodes is 1: retraining stays in its pod
+    assert Nodes.for_step(cfg, "retrain", "run", f"s3://{BUCKET}/ck", "i") is None
     assert nodes.name == trainjob.job_name("6f1c2d1e-aaaa-bbbb-cccc-1234567890ab",
                                            "train-supernet")
     assert nodes.name.startswith("train-supernet-6f1c2d1e-") and len(nodes.name) <= 40
@@ -97,13 +99,6 @@ def test_nodes_need_shared_storage():
                                           "data.source=/data/cifar", "checkpoint_root=s3://b/c"]))
     with pytest.raises(ConfigError, match="resources.nodes=0"):
         ResourcesConfig(nodes=0)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(str(tmp_path_factory.mktemp("stack"))).up()
-    yield s
-    s.down()
 
 
 @pytest.fixture
@@ -148,8 +143,8 @@ def _dataset(cfg, tmp_path) -> str:
     return path
 
 
-def _nodes(cfg, run: str, step: str) -> Nodes:
-    return Nodes.for_step(cfg, 2, run, step, storage.join(cfg.checkpoint_root, run, step),
+def _nodes(cfg, run: str, stage: str) -> Nodes:
+    return Nodes.for_step(cfg, stage, run, storage.join(cfg.checkpoint_root, run, stage),
                           "scarlet-nas:test")
 
 
@@ -176,13 +171,13 @@ def test_two_nodes_train_search_and_retrain(cluster_env, stack, tmp_path, capfd)
     watcher.start()
     with pytest.raises(trainjob.TrainJobError, match="stopped"):
         stages.train_supernet(cfg, dataset, str(tmp_path / "supernet.pt"), ckpt,
-                              Tracker("", "", "r"), _nodes(cfg, "r2", "train-supernet"))
+                              Tracker("", "", "r"), _nodes(cfg, "r2", "train_supernet"))
     watcher.join()
     assert not fake.jobs and not (tmp_path / "supernet.pt").exists()
     tracker = Tracker.for_task(stack.tracking_uri, "trainjob", "train_supernet", None)
     with tracker:
         out = stages.train_supernet(cfg, dataset, str(tmp_path / "supernet.pt"), ckpt, tracker,
-                                    _nodes(cfg, "r2", "train-supernet"))
+                                    _nodes(cfg, "r2", "train_supernet"))
     assert out["resumed_from_step"] in (8, 16) and out["steps"] == 24
     assert out["sampled_top1_mean"] > 0.2  # chance: 0.1
     supernet = load_supernet(str(tmp_path / "supernet.pt"))
@@ -215,7 +210,8 @@ def test_two_nodes_train_search_and_retrain(cluster_env, stack, tmp_path, capfd)
     model_dir.mkdir()
     ckpt = f"s3://{BUCKET}/r2/retrain/a"
     result = stages.retrain(cfg, dataset, arch, str(model_dir), ckpt, Tracker("", "", "r"),
-                            Nodes.for_step(cfg, 2, "r2", "retrain-a", ckpt, "scarlet-nas:test"))
+                            Nodes.for_step(cfg, "retrain", "r2", ckpt, "scarlet-nas:test",
+                                           task="retrain-a"))
     assert result["best_val_top1"] > 0.8
     assert load_weights(str(model_dir / "best.pt"))["meta"]["arch"] == arch
 
@@ -228,7 +224,8 @@ def test_a_node_that_fails_fails_the_step_with_its_error(cluster_env, tmp_path):
     ckpt = f"s3://{BUCKET}/r3/retrain/x"
     with pytest.raises(trainjob.TrainJobError, match=r"node \d: ArchError: arch has 3") as err:
         stages.retrain(cfg, dataset, "not-an-arch", str(tmp_path), ckpt, Tracker("", "", "r"),
-                       Nodes.for_step(cfg, 2, "r3", "retrain-x", ckpt, "scarlet-nas:test"))
+                       Nodes.for_step(cfg, "retrain", "r3", ckpt, "scarlet-nas:test",
+                                      task="retrain-x"))
     assert deterministic(err.value)  # bad input on a node: KFP's retries will not redo it
 
 
