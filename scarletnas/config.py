@@ -81,8 +81,16 @@ class DataConfig:
     eval_batch_size: int = 256
     workers: int = 0  # loader processes for imagefolder
     gpu_decode: bool = False  # imagefolder: decode JPEGs batched on the training device
-    cache_dir: str = ""  # where s3:// sources are synced; default: a temp folder
+    cache_dir: str = ""  # where s3:// sources and shards are cached; default: a temp folder
     bad_images: str = "fail"  # image folders: fail on an image that does not decode, or skip
+    # image folders are prepared once into shards (WebDataset tars + an index) that
+    # every step streams: where they go (default: <checkpoint_root>/shards when that
+    # is in S3, else a local folder), how big each is, the shortest side images are
+    # stored at (0: as they are), and how many shards each training pass mixes
+    shard_root: str = ""
+    shard_mb: float = 256
+    shard_image_size: int = 0
+    shuffle_shards: int = 4
     seed: int = 0
 
     def __post_init__(self):
@@ -96,6 +104,12 @@ class DataConfig:
         _check(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
         _check(self.workers >= 0, "data.workers must be >= 0")
         _location("data.source", self.source)
+        _location("data.shard_root", self.shard_root)
+        _check(self.shard_mb > 0, f"data.shard_mb={self.shard_mb}: must be positive")
+        _check(self.shard_image_size == 0 or self.shard_image_size >= self.input_size,
+               f"data.shard_image_size={self.shard_image_size}: use 0 (store images as "
+               f"they are) or at least data.input_size={self.input_size}")
+        _check(self.shuffle_shards >= 1, "data.shuffle_shards must be >= 1")
         _check(_scheme(self.cache_dir) == "", f"data.cache_dir={self.cache_dir!r}: use a "
                "local folder (s3:// sources are synced into it)")
         if self.dataset not in ("digits", "distorted-digits"):

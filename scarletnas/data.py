@@ -23,9 +23,10 @@ import hashlib
 import logging
 import pickle
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from torch.nn import functional as F
 
 from . import storage
 from .config import DataConfig
+
+if TYPE_CHECKING:
+    from .shards import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +65,6 @@ class TensorSet:
         return len(self.labels)
 
 
-@dataclass
-class FolderSet:
-    files: list[str]
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 @dataclass(frozen=True)
 class Loading:
     """How batches of these splits are read: every ``Batches`` over them uses it,
@@ -78,17 +73,18 @@ class Loading:
     workers: int = 0  # loader processes (image folders)
     gpu_decode: bool = False  # image folders: decode JPEGs batched on the device
     eval_batch_size: int = 256  # batches that only run inference
+    shuffle_shards: int = 4  # image folders: shards a training pass mixes at a time
 
     @classmethod
     def of(cls, cfg: DataConfig) -> Loading:
-        return cls(cfg.workers, cfg.gpu_decode, cfg.eval_batch_size)
+        return cls(cfg.workers, cfg.gpu_decode, cfg.eval_batch_size, cfg.shuffle_shards)
 
 
 @dataclass
 class Splits:
-    train: TensorSet | FolderSet
-    val: TensorSet | FolderSet
-    test: TensorSet | FolderSet
+    train: TensorSet | ShardSet
+    val: TensorSet | ShardSet
+    test: TensorSet | ShardSet
     num_classes: int
     input_size: int
     mean: tuple[float, ...]
@@ -104,14 +100,14 @@ class Splits:
 
     def digest(self) -> str:
         """A fingerprint of the splits' content: pixels and labels of in-memory sets;
-        class folder, file name and label of image folders (where they were synced to
+        class folder, file name and label of image folders (where their shards are
         does not count)."""
         h = hashlib.sha256()
         for part in (self.train, self.val, self.test):
             if isinstance(part, TensorSet):
                 h.update(part.images.contiguous().numpy().tobytes())
             else:
-                h.update("\n".join("/".join(Path(f).parts[-2:]) for f in part.files).encode())
+                h.update(part.names_blob)
             h.update(part.labels.numpy().tobytes())
         return h.hexdigest()[:16]
 
@@ -264,96 +260,18 @@ def load_cifar10(cfg: DataConfig) -> Splits:
     return _tensor_splits("cifar10", train_x, train_y, test_x, test_y, cfg, 10, flip=True)
 
 
-def _scan_folder(root: Path, classes: list[str] | None = None, skip: frozenset[str] = frozenset()
-                 ) -> tuple[list[str], list[int], list[str]]:
-    if not root.is_dir():
-        raise DataError(f"{root}: missing; an image folder dataset has train/<class>/*.jpg "
-                        "and val/<class>/*.jpg")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
-    classes = classes or found
-    if not classes:
-        raise DataError(f"{root}: no class folders inside")
-    missing = sorted(set(found) - set(classes))
-    if missing:
-        raise DataError(f"{root}: class folders {missing} are not in the training set")
-    files, labels, empty, ignored = [], [], [], []
-    for label, cls in enumerate(classes):
-        before = len(files)
-        for p in sorted((root / cls).glob("*")):
-            if p.suffix in IMAGE_SUFFIXES and p.is_file():
-                if image_name(str(p)) in skip:
-                    continue
-                files.append(str(p))
-                labels.append(label)
-            elif not p.name.startswith("."):
-                ignored.append(f"{cls}/{p.name}")
-        if len(files) == before:
-            empty.append(cls)
-    if empty:
-        raise DataError(f"{root}: class folder(s) {empty[:10]} hold no JPEG images (.jpg/.jpeg): "
-                        "add images or remove the folder(s), or the model would have classes "
-                        "it never sees")
-    if ignored:
-        log.warning("%s: %d file(s) that are not JPEG images are left out: %s%s", root,
-                    len(ignored), ", ".join(ignored[:5]), " ..." if len(ignored) > 5 else "")
-    return files, labels, classes
+def load_imagefolder(cfg: DataConfig) -> Splits:
+    """``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, prepared into shards (or the
+    shards prepared from the same source and settings earlier) at ``data.shard_root``."""
+    from . import shards
+
+    index, _ = shards.prepare(cfg, shards.default_root(cfg))
+    return shards.open_index(index, cfg)
 
 
-def image_name(path: str) -> str:
-    """An image's name within its dataset (split/class/file), wherever it was synced to."""
-    return "/".join(Path(path).parts[-3:])
-
-
-def _jpeg_problem(err: RuntimeError) -> str:
+def jpeg_problem(err: RuntimeError) -> str:
     """What torchvision's decode_jpeg error says, without its source location."""
     return str(err).rsplit(", ", 1)[-1].strip()
-
-
-def find_bad_images(files: list[str], threads: int = 8) -> list[tuple[str, str]]:
-    """(file, why) for every JPEG that does not decode, each decoded once, in threads:
-    so a corrupt or truncated file is found by data preparation, not by a training
-    step hours later."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-    from tqdm import tqdm
-
-    def problem(path: str) -> tuple[str, str] | None:
-        try:
-            decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
-        except RuntimeError as err:
-            return path, _jpeg_problem(err)[:80]
-        return None
-
-    with ThreadPoolExecutor(threads) as pool:
-        return [p for p in tqdm(pool.map(problem, files), total=len(files), desc="check images",
-                                dynamic_ncols=True, disable=len(files) < 1000) if p]
-
-
-def check_images(files: list[str], threads: int = 8) -> None:
-    """Fail, naming every bad file, if any of ``files`` does not decode."""
-    found = find_bad_images(files, threads)
-    if found:
-        named = "; ".join(f"{path} ({why})" for path, why in found[:5])
-        raise DataError(f"{len(found)} of {len(files)} images cannot be decoded as JPEG: "
-                        f"{named}{' ...' if len(found) > 5 else ''}; replace or remove them, "
-                        "or set data.bad_images=skip to leave them out")
-
-
-def load_imagefolder(cfg: DataConfig, skip: frozenset[str] = frozenset()) -> Splits:
-    """``skip``: images (``image_name``) data preparation found corrupt and left out."""
-    root = _local_source(cfg)
-    files, labels, classes = _scan_folder(root / "train", skip=skip)
-    test_files, test_labels, _ = _scan_folder(root / "val", classes, skip)
-    y = np.asarray(labels)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(files))
-    n_val = max(1, int(round(cfg.val_fraction * len(files))))
-    val_idx, keep_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    pick = lambda idx: FolderSet([files[i] for i in idx], torch.from_numpy(y[idx]))  # noqa: E731
-    return Splits(pick(keep_idx), pick(val_idx),
-                  FolderSet(test_files, torch.tensor(test_labels, dtype=torch.int64)),
-                  len(classes), cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, True, "imagefolder")
 
 
 LOADERS = {"digits": load_digits, "distorted-digits": load_distorted_digits,
@@ -364,12 +282,12 @@ KNOWN_CLASSES = {"digits": 10, "distorted-digits": 10, "cifar10": 10}
 BAD_IMAGE_POLICIES = {"fail": "stop, naming every bad file", "skip": "leave them out, reported"}
 
 
-def load_splits(cfg: DataConfig, skip: Collection[str] = ()) -> Splits:
-    """The configured dataset's splits; ``skip`` names images left out (image folders)."""
-    if skip:
-        splits = load_imagefolder(cfg, frozenset(skip))
-    else:
-        splits = LOADERS[cfg.dataset](cfg)
+def load_splits(cfg: DataConfig) -> Splits:
+    """The configured dataset's splits, read as ``cfg`` says."""
+    return with_loading(LOADERS[cfg.dataset](cfg), cfg)
+
+
+def with_loading(splits: Splits, cfg: DataConfig) -> Splits:
     return dataclasses.replace(splits, loading=Loading.of(cfg))
 
 
@@ -442,6 +360,8 @@ class Batches:
         self.workers, self.gpu_decode = splits.loading.workers, splits.loading.gpu_decode
         n = len(self.data) if not limit else min(limit, len(self.data))
         self.count = n // world if train else n
+        if train and not isinstance(self.data, TensorSet):  # every rank reads its own shards
+            self.count = min(self.count, self.data.per_rank(world))
         if train and self.count < batch_size:
             raise DataError(f"the {which} split has {self.count} images per process, fewer "
                             f"than one batch of {batch_size}: lower the batch size")
@@ -457,6 +377,9 @@ class Batches:
     def order(self, epoch: int) -> torch.Tensor:
         if not self.train:
             return torch.arange(self.count)
+        if not isinstance(self.data, TensorSet):
+            return self.data.train_order(self.seed, epoch, self.rank, self.world,
+                                         self.splits.loading.shuffle_shards, self.count)
         gen = torch.Generator().manual_seed(seed_for(self.seed, epoch))
         perm = torch.randperm(len(self.data), generator=gen)
         return perm[self.rank::self.world][: self.count]
@@ -472,7 +395,7 @@ class Batches:
         if isinstance(self.data, TensorSet):
             yield from self._tensor_epoch(order, epoch, start)
         else:
-            yield from self._folder_epoch(order, epoch, start)
+            yield from self._shard_epoch(order, epoch, start)
 
     def __iter__(self):
         return self.epoch(0)
@@ -486,26 +409,36 @@ class Batches:
                                   self.splits.flip)
             yield self._finish(x, self.data.labels[idx])
 
-    def _folder_epoch(self, order, epoch, start):
+    def _shard_epoch(self, order, epoch, start):
         from torch.utils.data import DataLoader
 
+        from .shards import ShardFeed
+
         index = order[start * self.batch_size:len(self) * self.batch_size].tolist()
+        batches = [index[k:k + self.batch_size] for k in range(0, len(index), self.batch_size)]
         items = [(i, seed_for(self.seed, epoch, i)) for i in index]
-        dataset = _FolderDataset(self.data, self.splits.input_size, self.train, self.augment,
-                                 self.splits.flip, raw=self.gpu_decode)
+        dataset = _JpegDataset(self.data, self.splits.input_size, self.train, self.augment,
+                               self.splits.flip, raw=self.gpu_decode)
         loader = DataLoader(items, batch_size=self.batch_size, num_workers=self.workers,
                             collate_fn=dataset.collate, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
-        for x, y in loader:
-            if self.gpu_decode:
-                x = dataset.decode_on(x, self.device)
-            yield self._finish(x, y)
+        # evaluation splits stay cached: the search reads them once per candidate
+        feed = ShardFeed(self.data, batches, ahead=self.splits.loading.shuffle_shards,
+                         evict=self.train)
+        try:
+            for b, (x, y) in enumerate(loader):
+                if self.gpu_decode:
+                    x = dataset.decode_on(x, self.device)
+                feed.done(b, batches[b])
+                yield self._finish(x, y)
+        finally:
+            feed.close()
 
 
-class _FolderDataset:
+class _JpegDataset:
     """Reads, decodes and augments JPEGs; each sample seeded by (seed, epoch, index)."""
 
-    def __init__(self, data: FolderSet, size: int, train: bool, augment: str, flip: bool,
+    def __init__(self, data: ShardSet, size: int, train: bool, augment: str, flip: bool,
                  raw: bool):
         from torchvision.transforms import v2
 
@@ -523,9 +456,7 @@ class _FolderDataset:
                                          v2.CenterCrop(size)])
 
     def _read(self, i: int) -> torch.Tensor:
-        from torchvision.io import read_file
-
-        return read_file(self.data.files[i])
+        return self.data.read(i)
 
     def _decode(self, i: int, raw: torch.Tensor, device="cpu") -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -533,8 +464,8 @@ class _FolderDataset:
         try:
             return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as err:
-            raise DataError(f"{self.data.files[i]}: cannot decode JPEG "
-                            f"({_jpeg_problem(err)})") from None
+            raise DataError(f"{self.data.name(i)}: cannot decode JPEG "
+                            f"({jpeg_problem(err)})") from None
 
     def collate(self, items):
         labels = torch.stack([self.data.labels[i] for i, _ in items])

@@ -10,24 +10,14 @@ an error that says which, not a silently different experiment.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-from . import storage
+from . import shards, storage
 from .config import DataConfig, PipelineConfig, from_dict, to_dict
-from .data import (
-    DataError,
-    FolderSet,
-    Splits,
-    check_images,
-    find_bad_images,
-    image_name,
-    load_splits,
-)
+from .data import DataError, Splits, load_splits, with_loading
 from .space import SearchSpace
 
 FORMAT = 1
-log = logging.getLogger(__name__)
 
 
 def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
@@ -68,23 +58,20 @@ def data_source(cfg: DataConfig) -> str:
 
 
 def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:
-    """Load and split the data once (failing early on bad data) and describe it."""
-    splits = load_splits(cfg.data)
-    files = [f for part in (splits.train, splits.val, splits.test)
-             if isinstance(part, FolderSet) for f in part.files]
-    skipped = []
-    if cfg.data.bad_images == "fail":
-        check_images(files, threads=max(1, cfg.data.workers) * 4)
+    """Load and split the data once (failing early on bad data) and describe it. An
+    image folder is prepared into shards (or finds those prepared from the same source
+    and settings) that every later step reads instead of the source."""
+    extra: dict = {"skipped_images": []}
+    if cfg.data.dataset == "imagefolder":
+        index, meta = shards.prepare(cfg.data, shards.default_root(cfg.data, cfg.checkpoint_root))
+        splits = with_loading(shards.open_index(index, cfg.data), cfg.data)
+        extra = {"shards": index, "shards_reused": meta["reused"],
+                 "shard_count": len(meta["shards"]),
+                 **{k: meta[k] for k in ("skipped_images", "empty_classes", "ignored_files")}}
     else:
-        bad = find_bad_images(files, threads=max(1, cfg.data.workers) * 4)
-        skipped = [{"image": image_name(path), "why": why} for path, why in bad]
-        if skipped:
-            log.warning("%d of %d images do not decode and are left out (data.bad_images=skip): "
-                        "%s", len(bad), len(files), "; ".join(
-                            f"{s['image']} ({s['why']})" for s in skipped[:5]))
-            splits = load_splits(cfg.data, skip=[s["image"] for s in skipped])
+        splits = load_splits(cfg.data)
     space = build_space(cfg, splits)
-    return splits, space, {**describe(cfg, splits, space), "skipped_images": skipped}
+    return splits, space, {**describe(cfg, splits, space), **extra}
 
 
 def write(path: str, manifest: dict) -> None:
@@ -116,7 +103,10 @@ def open_prepared(cfg: PipelineConfig, manifest: dict | str) -> tuple[Splits, Se
         changed = sorted(k for k, v in to_dict(cfg.data).items() if manifest["data"].get(k) != v)
         raise DataError(f"this step's data settings differ from prepare_data's in {changed}: "
                         "every step of a run must get the same config")
-    splits = load_splits(cfg.data, skip=[s["image"] for s in manifest.get("skipped_images", [])])
+    if "shards" in manifest:
+        splits = with_loading(shards.open_index(manifest["shards"], cfg.data), cfg.data)
+    else:
+        splits = load_splits(cfg.data)
     found = {**splits.describe(), "digest": splits.digest()}
     expected = {k: manifest[k] for k in found}
     if found != expected:

@@ -19,6 +19,7 @@ from .config import ConfigError, PipelineConfig
 from .data import KNOWN_CLASSES
 from .manifest import space_for
 from .sampling import check_budget
+from .shards import default_root
 
 # errors that come back unchanged on a retry with the same inputs (bad config or
 # data, an impossible budget, a bug); network, storage and device errors may not
@@ -64,7 +65,14 @@ def _check_nodes(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{key}={nodes}: the nodes of a TrainJob exchange the work, "
                           "checkpoints and results through checkpoint_root; set it to an "
                           "s3://bucket/prefix location")
-    if cfg.data.source and not storage.is_s3(cfg.data.source):
+    if cfg.data.dataset == "imagefolder":  # the nodes read the shards prepare_data wrote
+        root = default_root(cfg.data, cfg.checkpoint_root)
+        if not storage.is_s3(root):
+            raise ConfigError(f"{key}={nodes}: data.shard_root={root!r} is a folder of one "
+                              "pod, which the nodes cannot read; set it to an "
+                              "s3://bucket/prefix location (or leave it empty: beside the "
+                              "checkpoints)")
+    elif cfg.data.source and not storage.is_s3(cfg.data.source):
         raise ConfigError(f"{key}={nodes}: data.source={cfg.data.source!r} is a folder "
                           "of the launching pod, which the nodes cannot read; put the data in "
                           "S3 (data.source=s3://bucket/prefix)")

@@ -15,6 +15,7 @@ import glob
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def join(base: str, *parts: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _client(endpoint: str | None, key_id: str | None):
+def _client(endpoint: str | None, key_id: str | None, pid: int):
     import boto3
     from botocore.config import Config
 
@@ -58,9 +59,10 @@ def _client(endpoint: str | None, key_id: str | None):
 
 
 def s3_client():
-    # keyed by the access key too: credentials changed in this process take effect
+    # keyed by the access key too: credentials changed in this process take effect; and
+    # by the process: a forked data-loader worker must not share its parent's connections
     return _client(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
-                   os.environ.get("AWS_ACCESS_KEY_ID"))
+                   os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid())
 
 
 def _explain(uri: str, err: Exception) -> StorageError:
@@ -261,21 +263,43 @@ def check_writable(uri: str) -> None:
         raise StorageError(uri, err.why) from None
 
 
-def list_prefix(uri: str) -> list[str]:
-    """Every object/file under ``uri`` (recursively), as full URIs, sorted."""
+@dataclass(frozen=True)
+class Entry:
+    """One object or file under a prefix: ``key`` relative to the prefix; ``version``
+    changes when its content does (the S3 ETag, or a local file's mtime)."""
+
+    uri: str
+    key: str
+    size: int
+    version: str
+
+
+def list_objects(uri: str) -> list[Entry]:
+    """Every object/file under ``uri`` (recursively), sorted by key."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
-        out = []
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                                        Prefix=prefix)
-        for page in _s3_call(uri, list, pages):
-            out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
-        return sorted(out)
+        return sorted((Entry(f"s3://{bucket}/{o['Key']}", o["Key"][len(prefix):], o["Size"],
+                             o.get("ETag", "").strip('"'))
+                       for page in _s3_call(uri, list, pages) for o in page.get("Contents", [])),
+                      key=lambda e: e.key)
     root = Path(uri)
     if not root.is_dir():
         return []
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file() and not p.name.endswith(".tmp"):
+            stat = p.stat()
+            found.append(Entry(str(p), p.relative_to(root).as_posix(), stat.st_size,
+                               str(stat.st_mtime_ns)))
+    return sorted(found, key=lambda e: e.key)
+
+
+def list_prefix(uri: str) -> list[str]:
+    """Every object/file under ``uri`` (recursively), as full URIs, sorted."""
+    return sorted(e.uri for e in list_objects(uri))
 
 
 def delete(uri: str) -> None:
@@ -299,14 +323,10 @@ def sync_to_local(uri: str, cache_dir: str | Path, threads: int = 32) -> Path:
 
     bucket, key = split_s3(uri)
     dest = Path(cache_dir, bucket, key)
-    prefix = key.rstrip("/") + "/" if key else ""
-    objects = [o for page in _s3_call(uri, list, s3_client().get_paginator(
-        "list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
-               for o in page.get("Contents", [])]
+    objects = list_objects(uri)
     if not objects:
         raise StorageError(uri, "no objects under this prefix")
-    local = {f"s3://{bucket}/{o['Key']}": (dest / o["Key"][len(prefix):], o["Size"])
-             for o in objects}
+    local = {o.uri: (dest / o.key, o.size) for o in objects}
     _prune(dest, {path for path, _ in local.values()})
     missing = [(uri, path) for uri, (path, size) in local.items() if not _same_size(path, size)]
     with ThreadPoolExecutor(threads) as pool, tqdm(

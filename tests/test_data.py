@@ -1,6 +1,5 @@
 import dataclasses
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,11 +141,16 @@ def write_imagefolder(root, per_class=6, classes=("cat", "dog", "emu")):
     return root
 
 
+def folder_cfg(root, tmp_path, **kw) -> DataConfig:
+    """An image folder read through shards prepared under ``tmp_path``."""
+    return DataConfig(dataset="imagefolder", source=str(root), input_size=24,
+                      cache_dir=str(tmp_path / "cache"), **kw)
+
+
 @pytest.mark.parametrize("gpu_decode", [False, True])
 def test_imagefolder_batches(tmp_path, gpu_decode):
     root = write_imagefolder(tmp_path / "imgs")
-    splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24,
-                                    val_fraction=0.25, gpu_decode=gpu_decode))
+    splits = load_splits(folder_cfg(root, tmp_path, val_fraction=0.25, gpu_decode=gpu_decode))
     assert splits.num_classes == 3 and len(splits.train) + len(splits.val) == 18
     assert len(splits.test) == 6
     b = Batches(splits, "train", 4, train=True, augment="basic", seed=1)
@@ -162,7 +166,7 @@ def test_imagefolder_batches(tmp_path, gpu_decode):
 
 def test_imagefolder_with_workers_matches_in_process(tmp_path):
     root = write_imagefolder(tmp_path / "imgs")
-    cfg = DataConfig(dataset="imagefolder", source=str(root), input_size=24)
+    cfg = folder_cfg(root, tmp_path, shard_mb=0.01)  # several shards per split
     one = list(Batches(load_splits(cfg), "train", 4, train=True, seed=1).epoch(1))
     two = Batches(load_splits(dataclasses.replace(cfg, workers=2)), "train", 4, train=True, seed=1)
     assert two.workers == 2
@@ -172,55 +176,44 @@ def test_imagefolder_with_workers_matches_in_process(tmp_path):
 
 def test_imagefolder_errors(tmp_path):
     root = write_imagefolder(tmp_path / "imgs")
-    bad = root / "train" / "dog" / "3.jpg"
-    bad.write_bytes(b"\xff\xd8garbage")
-    splits = load_splits(DataConfig(dataset="imagefolder", source=str(root), input_size=24))
-    with pytest.raises(DataError, match="3.jpg: cannot decode JPEG"):
-        for split in ("train", "val"):
-            list(Batches(splits, split, 2, train=False))
     (root / "val" / "zebra").mkdir()
-    with pytest.raises(DataError, match="class folders \\['zebra'\\] are not in the training"):
-        load_splits(DataConfig(dataset="imagefolder", source=str(root)))
-    with pytest.raises(DataError, match="train: missing; an image folder dataset has"):
-        load_splits(DataConfig(dataset="imagefolder", source=str(tmp_path)))
+    (root / "val" / "zebra" / "0.jpg").write_bytes((root / "val" / "cat" / "0.jpg").read_bytes())
+    with pytest.raises(DataError, match=r"val: class folders \['zebra'\] have no training"):
+        load_splits(folder_cfg(root, tmp_path))
+    with pytest.raises(DataError, match="train: no class folders inside; an image folder"):
+        load_splits(folder_cfg(tmp_path, tmp_path))  # one level too high
+    with pytest.raises(DataError, match="nope: no such folder, or nothing in it"):
+        load_splits(folder_cfg(tmp_path / "nope", tmp_path))
 
 
-def test_imagefolder_refuses_empty_classes_and_names_what_it_leaves_out(tmp_path, caplog):
+def test_imagefolder_empty_classes_and_other_files(tmp_path, caplog):
+    """Files that are not JPEGs are named and left out; an empty class folder stops
+    preparation unless data.bad_images=skip, which leaves it out and reports it."""
     root = write_imagefolder(tmp_path / "imgs")
     (root / "train" / "dog" / "notes.txt").write_text("not an image")
     (root / "train" / "dog" / ".DS_Store").write_bytes(b"\0")
-    cfg = DataConfig(dataset="imagefolder", source=str(root), input_size=24)
     with caplog.at_level("WARNING"):
-        splits = load_splits(cfg)
-    assert "1 file(s) that are not JPEG images are left out: dog/notes.txt" in caplog.text
+        splits = load_splits(folder_cfg(root, tmp_path))
+    assert "1 file(s) that are not JPEG images are left out: train/dog/notes.txt" in caplog.text
     assert ".DS_Store" not in caplog.text
     assert splits.num_classes == 3
     (root / "train" / "fox").mkdir()
     (root / "val" / "fox").mkdir()
-    with pytest.raises(DataError, match=r"class folder\(s\) \['fox'\] hold no JPEG images"):
-        load_splits(cfg)
+    with pytest.raises(DataError, match=r"class folder\(s\) \['train/fox', 'val/fox'\] hold "
+                                        "no JPEG images.*data.bad_images=skip"):
+        load_splits(folder_cfg(root, tmp_path))
+    from scarletnas import shards
 
-
-def test_check_images_names_every_bad_file(tmp_path):
-    from scarletnas.data import check_images
-
-    root = write_imagefolder(tmp_path / "imgs")
-    files = sorted(str(p) for p in root.rglob("*.jpg"))
-    check_images(files)  # all good: no error
-    whole = Path(files[0]).read_bytes()
-    Path(files[0]).write_bytes(whole[: len(whole) // 2])
-    Path(files[1]).write_bytes(b"GIF89a not a jpeg")
-    with pytest.raises(DataError) as err:
-        check_images(files)
-    message = str(err.value)
-    assert message.startswith(f"2 of {len(files)} images cannot be decoded as JPEG")
-    assert f"{files[0]} (Image is incomplete or truncated)" in message
-    assert files[1] in message and "replace or remove them" in message
+    cfg = folder_cfg(root, tmp_path, bad_images="skip")
+    index, meta = shards.prepare(cfg, shards.default_root(cfg))
+    assert meta["empty_classes"] == ["train/fox", "val/fox"] and meta["classes"] == [
+        "cat", "dog", "emu"]
 
 
 def test_bad_images_fail_preparation_or_are_skipped_and_reported(tmp_path, caplog):
-    """data.bad_images: fail names every bad file; skip leaves them out, lists them
-    in the manifest, and every later step opens the same splits without them."""
+    """data.bad_images: fail names every bad file and leaves no shards; skip leaves
+    them out, lists them in the manifest, and every later step opens the same splits
+    without them."""
     from scarletnas import manifest
     from scarletnas.config import PipelineConfig, SpaceConfig
 
@@ -230,24 +223,25 @@ def test_bad_images_fail_preparation_or_are_skipped_and_reported(tmp_path, caplo
     (root / "val" / "dog" / "1.jpg").write_bytes(b"\x89PNG\r\n\x1a\n not a jpeg")
 
     def cfg(policy):
-        return PipelineConfig(data=DataConfig(dataset="imagefolder", source=str(root),
-                                              input_size=24, bad_images=policy),
+        return PipelineConfig(data=folder_cfg(root, tmp_path, bad_images=policy),
                               space=SpaceConfig(width_mult=0.25))
 
-    with pytest.raises(DataError, match="2 of 24 images cannot be decoded as JPEG: .*0.jpg "
+    with pytest.raises(DataError, match="2 of 24 images in .* cannot be decoded as JPEG: .*0.jpg "
                                         "\\(Image is incomplete or truncated\\).*set "
                                         "data.bad_images=skip"):
         manifest.prepare(cfg("fail"))
+    assert not list((tmp_path / "cache").rglob("*.tar")) and not list(
+        (tmp_path / "cache").rglob("index.npz"))  # nothing half-prepared is left
     with caplog.at_level("WARNING"):
         splits, _, described = manifest.prepare(cfg("skip"))
     assert described["skipped_images"] == [
         {"image": "train/cat/0.jpg", "why": "Image is incomplete or truncated"},
         {"image": "val/dog/1.jpg", "why": "Not a JPEG file: starts with 0x89 0x50"}]
     assert "2 of 24 images do not decode and are left out" in caplog.text
-    from scarletnas.data import image_name
-
-    kept = {image_name(f) for f in splits.train.files + splits.val.files + splits.test.files}
-    assert len(kept) == 22 and not kept & {"train/cat/0.jpg", "val/dog/1.jpg"}
+    names = lambda part: {part.name(i) for i in range(len(part))}  # noqa: E731
+    assert len(splits.train) + len(splits.val) == 17 and len(splits.test) == 5
+    assert "cat/0.jpg" not in names(splits.train) | names(splits.val)
+    assert "dog/1.jpg" not in names(splits.test)
     again, _ = manifest.open_prepared(cfg("skip"), described)  # a later step: same splits
     assert again.digest() == splits.digest() == described["digest"]
 

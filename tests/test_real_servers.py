@@ -71,45 +71,6 @@ def test_datasets_from_s3(s3_env, tmp_path):
                                cache_dir=str(tmp_path / "cache")))
 
 
-def test_image_folder_on_s3_with_bad_files_is_prepared_as_configured(s3_env, tmp_path, caplog):
-    """A corrupt JPEG, an empty class folder and a non-image file, in S3: the empty
-    class and the corrupt file stop preparation naming them; with the class removed
-    and data.bad_images=skip the corrupt file is left out and listed, the text file
-    named in a warning, and a later step opens the same splits."""
-    from scarletnas import manifest
-    from scarletnas.config import PipelineConfig, SpaceConfig
-
-    from .test_data import write_imagefolder
-
-    root = write_imagefolder(tmp_path / "imgs")
-    whole = (root / "train" / "emu" / "2.jpg").read_bytes()
-    (root / "train" / "emu" / "2.jpg").write_bytes(whole[: len(whole) // 3])
-    (root / "train" / "dog" / "LICENSE.txt").write_text("CC-BY\n")
-    prefix = f"s3://{BUCKET}/datasets/bad-images"
-    for f in root.rglob("*"):
-        if f.is_file():
-            storage.upload_file(f, f"{prefix}/{f.relative_to(root)}")
-    storage.write_bytes(f"{prefix}/train/zebra/.keep", b"")  # an empty class folder
-
-    def cfg(policy):
-        return PipelineConfig(data=DataConfig(dataset="imagefolder", source=prefix,
-                                              input_size=24, bad_images=policy,
-                                              cache_dir=str(tmp_path / f"cache-{policy}")),
-                              space=SpaceConfig(width_mult=0.25))
-
-    with pytest.raises(ValueError, match=r"class folder\(s\) \['zebra'\] hold no JPEG images"):
-        manifest.prepare(cfg("fail"))
-    storage.delete(f"{prefix}/train/zebra/.keep")
-    with pytest.raises(ValueError, match=r"1 of 24 images cannot be decoded as JPEG: .*emu/2.jpg"):
-        manifest.prepare(cfg("fail"))  # the cached copy lost the folder the bucket lost
-    with caplog.at_level("WARNING"):
-        splits, _, described = manifest.prepare(cfg("skip"))
-    assert [s["image"] for s in described["skipped_images"]] == ["train/emu/2.jpg"]
-    assert "dog/LICENSE.txt" in caplog.text and splits.num_classes == 3
-    again, _ = manifest.open_prepared(cfg("skip"), described)
-    assert again.digest() == described["digest"]
-
-
 def test_supernet_checkpoints_to_s3_and_resumes(s3_env, tiny_space, digits):
     cfg = SupernetConfig(optim=OptimConfig(epochs=0.8, warmup_epochs=0.2, batch_size=64),
                          checkpoint_every=3, log_every=1)
