@@ -10,6 +10,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 run() { timeout "$1" "$PY" "${@:2}" 2>>"$OUT/stderr.log" | tail -1 | tee -a "$OUT/gpu_bench.jsonl"; }
 run 240 bench/supernet_step.py --device cuda --space imagenet --batch 256 --paths 24 --rounds 2
 run 180 bench/train_throughput.py --device cuda --jpegs 1024 --workers 8
+run 300 bench/shards.py --images 4000 --workers 12
 run 300 bench/search_speed.py --imagenet --generations 2 --population 16
 run 180 bench/latency_table.py --device cuda --space imagenet --repeats 50
 run 300 bench/processes_scaling.py --device cuda --space imagenet --input-size 224 --batch 128 \

@@ -134,7 +134,8 @@ def main() -> None:
                                                       augment="basic", device=dev), 30000)
         write_jpegs(Path(tmp, "jpegs"), args.jpegs)
         folder = load_splits(DataConfig(dataset="imagefolder", source=str(Path(tmp, "jpegs")),
-                                        input_size=224, val_fraction=0.05))
+                                        input_size=224, val_fraction=0.05,
+                                        cache_dir=str(Path(tmp, "cache"))))  # via shards
         n = len(folder.train) * 2
         for name, kw in (("jpeg_224px_cpu_decode_in_process", {"workers": 0}),
                          (f"jpeg_224px_cpu_decode_{args.workers}_workers",
