@@ -66,8 +66,10 @@ def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:
         index, meta = shards.prepare(cfg.data, shards.default_root(cfg.data, cfg.checkpoint_root))
         splits = with_loading(shards.open_index(index, cfg.data), cfg.data)
         extra = {"shards": index, "shards_reused": meta["reused"],
-                 "shard_count": len(meta["shards"]),
-                 **{k: meta[k] for k in ("skipped_images", "empty_classes", "ignored_files")}}
+                 "shard_count": len(meta["shards"]), "skipped_images": meta["skipped_images"],
+                 "empty_classes": meta["empty_classes"],
+                 "ignored_files": meta["ignored_files"][:100],  # all of them: in the index
+                 "ignored_file_count": len(meta["ignored_files"])}
     else:
         splits = load_splits(cfg.data)
     space = build_space(cfg, splits)

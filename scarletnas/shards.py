@@ -69,6 +69,7 @@ class ShardSet:
     names_blob: bytes  # the names joined by newlines
     cache: str = ""
     _name_starts: np.ndarray | None = field(default=None, repr=False)
+    _members: dict[int, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -109,9 +110,11 @@ class ShardSet:
 
     def members(self) -> dict[int, np.ndarray]:
         """The images of each shard this split uses, in index order."""
-        order = np.argsort(self.shard, kind="stable")
-        bounds = np.flatnonzero(np.diff(self.shard[order])) + 1
-        return {int(self.shard[g[0]]): g for g in np.split(order, bounds) if len(g)}
+        if self._members is None:
+            order = np.argsort(self.shard, kind="stable")
+            bounds = np.flatnonzero(np.diff(self.shard[order])) + 1
+            self._members = {int(self.shard[g[0]]): g for g in np.split(order, bounds) if len(g)}
+        return self._members
 
     def per_rank(self, world: int) -> int:
         """Images every rank gets in any epoch: the sum of the fewest shards a rank can
@@ -141,11 +144,12 @@ class ShardSet:
 class ShardFeed:
     """Fetches the shards a pass over ``batches`` (lists of image indices) reads, up
     to ``ahead`` shards before their first use, in threads; ``done(b)`` after batch
-    ``b`` is used removes the shards no later batch reads, if ``evict``."""
+    ``b`` is used removes the shards no later batch reads, if ``evict``. Local shards
+    need neither."""
 
     def __init__(self, data: ShardSet, batches: list[list[int]], ahead: int, evict: bool,
                  threads: int = 8):
-        self.data, self.evict = data, evict
+        self.data, self.evict, self.ahead = data, evict, ahead
         self.first: list[int] = []  # shards in order of first use
         self.last: dict[int, int] = {}  # shard -> the last batch that reads it
         self.opened_by: list[int] = []  # batch b -> how many shards batches <= b open
@@ -155,14 +159,13 @@ class ShardFeed:
                     self.first.append(s)
                 self.last[s] = b
             self.opened_by.append(len(self.first))
-        self.ahead, self.used = ahead, 0
-        self.error: BaseException | None = None
+        self.used, self.batch = 0, -1
         self._cv = threading.Condition()
         self._stop = False
-        self._pool = ThreadPoolExecutor(threads)
-        self._thread = threading.Thread(target=self._fetch_ahead, daemon=True)
+        self._pool = None
         if storage.is_s3(data.root):
-            self._thread.start()
+            self._pool = ThreadPoolExecutor(threads)
+            threading.Thread(target=self._fetch_ahead, daemon=True).start()
 
     def _fetch_ahead(self) -> None:
         for k, s in enumerate(self.first):
@@ -176,12 +179,14 @@ class ShardFeed:
         try:
             if not self._stop:
                 self.data.local(s)
-        except BaseException as err:  # noqa: BLE001 - the reader fetches it again and raises
-            self.error = err
+        except Exception:  # noqa: BLE001 - the reader fetches it again and says why
+            return
+        if self.evict and self.last[s] <= self.batch:  # its batches were read without it
+            self.data.evict(s)
 
     def done(self, b: int, batch: Iterable[int]) -> None:
         with self._cv:
-            self.used = self.opened_by[b]
+            self.used, self.batch = self.opened_by[b], b
             self._cv.notify_all()
         if self.evict:
             for s in {int(self.data.shard[i]) for i in batch}:
@@ -192,7 +197,8 @@ class ShardFeed:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _sha256(path: Path) -> str:
