@@ -27,6 +27,15 @@ def _config(args) -> PipelineConfig:
     return cfg
 
 
+def _cluster_config(args) -> PipelineConfig:
+    """``_config``, also refused now if its steps could not share their data on a cluster."""
+    from scarletnas import preflight
+
+    cfg = _config(args)
+    preflight.check_cluster(cfg)
+    return cfg
+
+
 def _arguments(cfg: PipelineConfig) -> dict:
     """Run-time pipeline parameters for a validated config."""
     return {"config": json.dumps(to_dict(cfg), sort_keys=True), "tracking_uri": cfg.tracking.uri,
@@ -149,9 +158,9 @@ def cmd_compile(args) -> int:
 
 
 def cmd_run(args) -> int:
-    cfg = _config(args)
     if args.local == bool(args.host):
         raise ConfigError("choose one: --local (this machine) or --host URL (a KFP API server)")
+    cfg = _config(args) if args.local else _cluster_config(args)
     if args.local:
         out = run_local(cfg, args.output_dir)
         print(json.dumps(out, indent=1))
@@ -167,7 +176,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_upload(args) -> int:
-    cfg = _config(args)
+    cfg = _cluster_config(args)
     client = _client(args.host)
     package = _compile_temp(cfg, args.image)
     pipeline_id = client.get_pipeline_id(args.name)
@@ -188,7 +197,7 @@ def cmd_upload(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    cfg = _config(args)
+    cfg = _cluster_config(args)
     cron = kfp_cron(args.cron)
     if args.max_concurrency < 1:
         raise ConfigError("--max-concurrency must be >= 1")

@@ -113,7 +113,8 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
         resumable = {"checkpoint_root": checkpoint_root,
                      "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         with dsl.ExitHandler(finish, name="track-run"):
-            data = _pod_settings(c.prepare_data(**common), res, gpu=False)
+            data = _pod_settings(c.prepare_data(**common, checkpoint_root=checkpoint_root),
+                                 res, gpu=False)
             supernet = _pod_settings(
                 c.train_supernet(**common, **resumable, image=image,
                                  dataset=data.outputs["dataset"]),

@@ -4,7 +4,8 @@
 - ``cifar10``: the CIFAR-10 python batches (data_batch_1..5, test_batch) from
   a folder or an s3:// prefix.
 - ``imagefolder``: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, local or
-  under an s3:// prefix (synced to a local cache).
+  under an s3:// prefix, prepared once into shards that every step streams
+  (``shards``).
 
 The search's validation split is carved from the training set, seeded; the
 test split (digits: held out; the others: their own test/val set) is only for

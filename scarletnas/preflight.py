@@ -54,6 +54,16 @@ def check(cfg: PipelineConfig) -> None:
                           f"{cfg.space.width_mult}, {cfg.data.input_size}px)") from None
 
 
+def check_cluster(cfg: PipelineConfig) -> None:
+    """What a run on a cluster needs beyond ``check``: its steps run in pods that share
+    nothing but S3, so the shards prepare_data writes must be there."""
+    if cfg.data.dataset == "imagefolder" and not storage.is_s3(
+            default_root(cfg.data, cfg.checkpoint_root)):
+        raise ConfigError("data.dataset=imagefolder on a cluster: every step reads the shards "
+                          "prepare_data writes, each from its own pod; set data.shard_root (or "
+                          "checkpoint_root) to an s3://bucket/prefix location")
+
+
 def _check_nodes(cfg: PipelineConfig) -> None:
     """A TrainJob's nodes share nothing with the step that starts it but S3."""
     res = cfg.resources

@@ -235,7 +235,8 @@ def read_index(uri: str) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         raw = storage.read_bytes(uri)
     except storage.StorageError as err:
-        raise DataError(f"cannot read the shard index: {err}; rerun prepare_data") from None
+        raise DataError(f"cannot read the shard index: {err}; run prepare_data again (with "
+                        "KFP's cache off for it, if a cached result points here)") from None
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -44,6 +44,9 @@ def test_dag_edges(compiled):
         pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
     inner = _dag_tasks(spec, root["exit-handler-1"].component_ref.name)
     assert _upstream(inner["train-supernet"]) == {"prepare-data"}
+    # shards go beside the run's checkpoints by default: prepare_data gets the run's root
+    root_param = inner["prepare-data"].inputs.parameters["checkpoint_root"]
+    assert root_param.component_input_parameter.startswith("pipelinechannel--checkpoint_root")
     assert _upstream(inner["search"]) == {"prepare-data", "train-supernet"}
     assert _upstream(inner["retrain-and-summarize"]) == {"prepare-data", "search"}
     cond = [t for t in inner.values() if t.trigger_policy.condition]
