@@ -2,7 +2,7 @@
 
 - ``digits``: scikit-learn's bundled 8x8 digits (real data, no download).
 - ``cifar10``: the CIFAR-10 python batches (data_batch_1..5, test_batch) from
-  a folder or an s3:// prefix.
+  a folder or an s3:// prefix, prepared once into PNG shards, held in memory.
 - ``imagefolder``: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, local or
   under an s3:// prefix, prepared once into shards that every step streams
   (``shards``).
@@ -136,15 +136,28 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
             tuple(pixels.std((0, 2, 3)).clamp_min(1e-3).tolist()))
 
 
+def split_train(train_x, train_y, test_x, test_y, cfg: DataConfig) -> dict:
+    """split -> (images, labels): the validation split carved from train, stratified."""
+    keep, val = _stratified_split(train_y, cfg.val_fraction, cfg.seed)
+    return {"train": (train_x[keep], train_y[keep]), "val": (train_x[val], train_y[val]),
+            "test": (test_x, test_y)}
+
+
+def tensor_splits(name: str, parts: dict, cfg: DataConfig, num_classes: int,
+                  flip: bool) -> Splits:
+    """In-memory splits from uint8 (N, C, H, W) arrays, at the input size, normalised
+    by the training split's channel statistics."""
+    sets = {p: TensorSet(_resize(torch.from_numpy(np.ascontiguousarray(x)), cfg.input_size),
+                         torch.from_numpy(np.asarray(y, np.int64))) for p, (x, y) in parts.items()}
+    mean, std = _channel_stats(sets["train"].images)
+    return Splits(sets["train"], sets["val"], sets["test"], num_classes, cfg.input_size, mean,
+                  std, flip, name)
+
+
 def _tensor_splits(name, train_x, train_y, test_x, test_y, cfg: DataConfig, num_classes,
                    flip) -> Splits:
-    keep, val = _stratified_split(train_y, cfg.val_fraction, cfg.seed)
-    to_set = lambda x, y: TensorSet(_resize(torch.from_numpy(x), cfg.input_size),  # noqa: E731
-                                    torch.from_numpy(y.astype(np.int64)))
-    train = to_set(train_x[keep], train_y[keep])
-    mean, std = _channel_stats(train.images)
-    return Splits(train, to_set(train_x[val], train_y[val]), to_set(test_x, test_y), num_classes,
-                  cfg.input_size, mean, std, flip, name)
+    return tensor_splits(name, split_train(train_x, train_y, test_x, test_y, cfg), cfg,
+                         num_classes, flip)
 
 
 def load_digits(cfg: DataConfig) -> Splits:
@@ -250,7 +263,8 @@ def _local_source(cfg: DataConfig) -> Path:
     return root
 
 
-def load_cifar10(cfg: DataConfig) -> Splits:
+def read_cifar10(cfg: DataConfig) -> dict:
+    """The CIFAR-10 python batches at ``data.source``, split (see ``split_train``)."""
     root = _local_source(cfg)
     parts = [_read_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
     train_x = np.concatenate([p[0] for p in parts])
@@ -258,12 +272,12 @@ def load_cifar10(cfg: DataConfig) -> Splits:
     test_x, test_y = _read_cifar_batch(root / "test_batch")
     if train_y.min() < 0 or max(train_y.max(), test_y.max()) > 9:
         raise DataError(f"{root}: CIFAR-10 labels must be 0..9")
-    return _tensor_splits("cifar10", train_x, train_y, test_x, test_y, cfg, 10, flip=True)
+    return split_train(train_x, train_y, test_x, test_y, cfg)
 
 
-def load_imagefolder(cfg: DataConfig) -> Splits:
-    """``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, prepared into shards (or the
-    shards prepared from the same source and settings earlier) at ``data.shard_root``."""
+def load_prepared(cfg: DataConfig) -> Splits:
+    """An image folder or CIFAR-10, prepared into shards (or the shards prepared from
+    the same source and settings earlier) at ``data.shard_root`` and read from them."""
     from . import shards
 
     index, _ = shards.prepare(cfg, shards.default_root(cfg))
@@ -276,7 +290,7 @@ def jpeg_problem(err: RuntimeError) -> str:
 
 
 LOADERS = {"digits": load_digits, "distorted-digits": load_distorted_digits,
-           "cifar10": load_cifar10, "imagefolder": load_imagefolder}
+           "cifar10": load_prepared, "imagefolder": load_prepared}
 # classes of the datasets that fix them; an image folder has as many as class folders
 KNOWN_CLASSES = {"digits": 10, "distorted-digits": 10, "cifar10": 10}
 # what data preparation does with an image that does not decode

@@ -59,10 +59,10 @@ def data_source(cfg: DataConfig) -> str:
 
 def prepare(cfg: PipelineConfig) -> tuple[Splits, SearchSpace, dict]:
     """Load and split the data once (failing early on bad data) and describe it. An
-    image folder is prepared into shards (or finds those prepared from the same source
-    and settings) that every later step reads instead of the source."""
+    image folder or CIFAR-10 is prepared into shards (or finds those prepared from the
+    same source and settings) that every later step reads instead of the source."""
     extra: dict = {"skipped_images": []}
-    if cfg.data.dataset == "imagefolder":
+    if cfg.data.dataset in shards.DATASETS:
         index, meta = shards.prepare(cfg.data, shards.default_root(cfg.data, cfg.checkpoint_root))
         splits = with_loading(shards.open_index(index, cfg.data), cfg.data)
         extra = {"shards": index, "shards_reused": meta["reused"],

@@ -19,7 +19,7 @@ from .config import ConfigError, PipelineConfig
 from .data import KNOWN_CLASSES
 from .manifest import space_for
 from .sampling import check_budget
-from .shards import default_root
+from .shards import DATASETS, default_root
 
 # errors that come back unchanged on a retry with the same inputs (bad config or
 # data, an impossible budget, a bug); network, storage and device errors may not
@@ -57,9 +57,10 @@ def check(cfg: PipelineConfig) -> None:
 def check_cluster(cfg: PipelineConfig) -> None:
     """What a run on a cluster needs beyond ``check``: its steps run in pods that share
     nothing but S3, so the shards prepare_data writes must be there."""
-    if cfg.data.dataset == "imagefolder" and not storage.is_s3(
+    if cfg.data.dataset in DATASETS and not storage.is_s3(
             default_root(cfg.data, cfg.checkpoint_root)):
-        raise ConfigError("data.dataset=imagefolder on a cluster: every step reads the shards "
+        raise ConfigError(f"data.dataset={cfg.data.dataset} on a cluster: every step reads "
+                          "the shards "
                           "prepare_data writes, each from its own pod; set data.shard_root (or "
                           "checkpoint_root) to an s3://bucket/prefix location")
 
@@ -75,17 +76,12 @@ def _check_nodes(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{key}={nodes}: the nodes of a TrainJob exchange the work, "
                           "checkpoints and results through checkpoint_root; set it to an "
                           "s3://bucket/prefix location")
-    if cfg.data.dataset == "imagefolder":  # the nodes read the shards prepare_data wrote
-        root = default_root(cfg.data, cfg.checkpoint_root)
-        if not storage.is_s3(root):
-            raise ConfigError(f"{key}={nodes}: data.shard_root={root!r} is a folder of one "
-                              "pod, which the nodes cannot read; set it to an "
-                              "s3://bucket/prefix location (or leave it empty: beside the "
-                              "checkpoints)")
-    elif cfg.data.source and not storage.is_s3(cfg.data.source):
-        raise ConfigError(f"{key}={nodes}: data.source={cfg.data.source!r} is a folder "
-                          "of the launching pod, which the nodes cannot read; put the data in "
-                          "S3 (data.source=s3://bucket/prefix)")
+    root = default_root(cfg.data, cfg.checkpoint_root)
+    if cfg.data.dataset in DATASETS and not storage.is_s3(root):  # the nodes read the shards
+        raise ConfigError(f"{key}={nodes}: data.shard_root={root!r} is a folder of one "
+                          "pod, which the nodes cannot read; set it to an "
+                          "s3://bucket/prefix location (or leave it empty: beside the "
+                          "checkpoints)")
 
 
 @contextmanager

@@ -7,7 +7,8 @@ decodes, optionally shrinks it, and writes the splits as WebDataset tar shards
 so any WebDataset reader can consume them) plus an index: each image's shard,
 byte offset, size, label and name, and each shard's sha256. The index is
 written last, so its presence means the shards are complete; the KFP Dataset
-artifact points at it.
+artifact points at it. CIFAR-10 is prepared the same way, its images as PNG
+(lossless), and read back whole into memory by each step.
 
 The shards live under a content fingerprint (the source's listing: every
 key, size and ETag, plus the settings that shape the shards), so preparing
@@ -40,13 +41,23 @@ import torch
 
 from . import storage
 from .config import DataConfig
-from .data import IMAGENET_MEAN, IMAGENET_STD, DataError, Splits, jpeg_problem, seed_for
+from .data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DataError,
+    Splits,
+    jpeg_problem,
+    read_cifar10,
+    seed_for,
+    tensor_splits,
+)
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 INDEX = "index.npz"
 SPLITS = ("train", "val", "test")
+DATASETS = ("imagefolder", "cifar10")  # the datasets prepared into shards
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 # the data settings that change what the shards hold (input_size, workers and the
 # like only change how they are read)
@@ -258,8 +269,21 @@ def open_index(uri: str, cfg: DataConfig) -> Splits:
     parts = {p: ShardSet(root, meta["shards"], arrays[f"{p}_shard"], arrays[f"{p}_offset"],
                          arrays[f"{p}_size"], torch.from_numpy(arrays[f"{p}_label"]),
                          arrays[f"{p}_names"].tobytes(), cache) for p in SPLITS}
+    if meta["kind"] == "pixels":  # small enough to hold: decoded once, kept in memory
+        return tensor_splits("cifar10", {p: _decoded(part) for p, part in parts.items()}, cfg,
+                             len(meta["classes"]), flip=True)
     return Splits(parts["train"], parts["val"], parts["test"], len(meta["classes"]),
                   cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, True, "imagefolder")
+
+
+def _decoded(part: ShardSet) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of a PNG split, decoded: uint8 (N, C, H, W), and the labels."""
+    from torchvision.io import decode_png
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(part.local, sorted(part.members())))
+    images = [decode_png(part.read(i)) for i in range(len(part))]
+    return torch.stack(images).numpy(), part.labels.numpy()
 
 
 # ---- preparation ---------------------------------------------------------------------
@@ -352,33 +376,35 @@ def _shrink(data: bytes, side: int) -> bytes:
     return out.getvalue()
 
 
-def _members(path: Path) -> dict[str, tuple[int, int]]:
-    """key -> (offset, size) of every .jpg member of a tar shard."""
+def _members(path: Path, ext: str) -> dict[str, tuple[int, int]]:
+    """key -> (offset, size) of every ``.ext`` member of a tar shard."""
     with tarfile.open(path) as tar:
-        return {m.name[:-len(".jpg")]: (m.offset_data, m.size) for m in tar.getmembers()
-                if m.name.endswith(".jpg")}
+        return {m.name[:-len(ext) - 1]: (m.offset_data, m.size) for m in tar.getmembers()
+                if m.name.endswith(f".{ext}")}
 
 
 class _Writer:
     """Writes one split's images into shards and uploads each shard once closed."""
 
-    def __init__(self, split: str, local: Path, root: str, max_bytes: float, first: int):
-        """``first``: the number of this split's first shard among all the splits'."""
+    def __init__(self, split: str, local: Path, root: str, max_bytes: float, first: int,
+                 ext: str):
+        """``first``: the number of this split's first shard among all the splits';
+        ``ext``: the images' format (``jpg``, ``png``)."""
         import webdataset as wds
 
-        self.root, self.first = root, first
+        self.root, self.first, self.ext = root, first, ext
         self.shards: list[dict] = []
         self.placed: dict[str, tuple[int, int, int]] = {}  # key -> shard, offset, size
         self.writer = wds.ShardWriter(str(local / f"{split}-%05d.tar"), maxsize=max_bytes,
                                       maxcount=10**9, post=self._finished, verbose=0, mtime=0)
 
     def write(self, key: str, data: bytes, label: int) -> None:
-        self.writer.write({"__key__": key, "jpg": data, "cls": label})
+        self.writer.write({"__key__": key, self.ext: data, "cls": label})
 
     def _finished(self, fname: str) -> None:
         path = Path(fname)
         s = self.first + len(self.shards)
-        for key, (offset, size) in _members(path).items():
+        for key, (offset, size) in _members(path, self.ext).items():
             self.placed[key] = (s, offset, size)
         self.shards.append({"name": path.name, "bytes": path.stat().st_size,
                             "sha256": _sha256(path)})
@@ -388,6 +414,14 @@ class _Writer:
     def close(self) -> list[dict]:
         self.writer.close()
         return self.shards
+
+    def index(self, split: str, keys: list[int], labels, names: list[str]) -> dict:
+        """The index arrays of a split's images ``keys`` (in the split's order)."""
+        place = np.array([self.placed[f"{k:08d}"] for k in keys], np.int64).reshape(-1, 3)
+        return {f"{split}_shard": place[:, 0].astype(np.int32), f"{split}_offset": place[:, 1],
+                f"{split}_size": place[:, 2].astype(np.int32),
+                f"{split}_label": np.asarray(labels, np.int64),
+                f"{split}_names": np.frombuffer("\n".join(names).encode(), np.uint8)}
 
 
 def _read_source(e: storage.Entry, side: int) -> tuple[bytes, str | None]:
@@ -414,7 +448,7 @@ def write_shards(p: Plan, cfg: DataConfig, root: str, threads: int = 16) -> tupl
             tqdm(total=total, desc="prepare shards", unit="img", dynamic_ncols=True,
                  disable=total < 1000) as bar:
         for split, (files, labels) in p.splits.items():
-            writer = _Writer(split, Path(tmp), root, cfg.shard_mb * 2**20, len(shards))
+            writer = _Writer(split, Path(tmp), root, cfg.shard_mb * 2**20, len(shards), "jpg")
             # training shards hold a seeded mix of classes, so a window of a few shards
             # is a fair sample; the evaluation splits keep their order
             order = (np.random.default_rng(seed_for(cfg.seed, 7)).permutation(len(files))
@@ -432,23 +466,33 @@ def write_shards(p: Plan, cfg: DataConfig, root: str, threads: int = 16) -> tupl
                     bar.update(1)
             shards += writer.close()
             kept.sort()
-            place = np.array([writer.placed[f"{i:08d}"] for i in kept], np.int64).reshape(-1, 3)
-            arrays[f"{split}_shard"] = place[:, 0].astype(np.int32)
-            arrays[f"{split}_offset"] = place[:, 1]
-            arrays[f"{split}_size"] = place[:, 2].astype(np.int32)
-            arrays[f"{split}_label"] = np.asarray([labels[i] for i in kept], np.int64)
-            arrays[f"{split}_names"] = np.frombuffer("\n".join(
-                files[i].key.split("/", 1)[1] for i in kept).encode(), np.uint8)
+            arrays.update(writer.index(split, kept, [labels[i] for i in kept],
+                                       [files[i].key.split("/", 1)[1] for i in kept]))
     return {"shards": shards, "skipped_images": sorted(bad, key=lambda b: b["image"])}, arrays
+
+
+def write_pixel_shards(parts: dict, cfg: DataConfig, root: str) -> tuple[dict, dict]:
+    """Write in-memory uint8 splits (CIFAR-10) as PNG shards to ``root``: lossless, so
+    a step reads back exactly the pixels prepared."""
+    from torchvision.io import encode_png
+
+    arrays, shards = {}, []
+    with tempfile.TemporaryDirectory(prefix="scarletnas-shards-") as tmp:
+        for split, (images, labels) in parts.items():
+            writer = _Writer(split, Path(tmp), root, cfg.shard_mb * 2**20, len(shards), "png")
+            for i, img in enumerate(images):
+                png = encode_png(torch.from_numpy(np.ascontiguousarray(img)), compression_level=1)
+                writer.write(f"{i:08d}", png.numpy().tobytes(), int(labels[i]))
+            shards += writer.close()
+            arrays.update(writer.index(split, list(range(len(images))), labels,
+                                       [f"{split}/{i:06d}" for i in range(len(images))]))
+    return {"shards": shards, "skipped_images": []}, arrays
 
 
 def prepare(cfg: DataConfig, root: str) -> tuple[str, dict]:
     """The index URI of ``cfg.source`` prepared into shards under ``root`` (reusing
     shards prepared earlier from the same listing and settings) and its description."""
     listing = storage.list_objects(cfg.source)
-    if not listing:
-        raise DataError(f"{cfg.source}: no such folder, or nothing in it; an image folder "
-                        "dataset has train/<class>/*.jpg and val/<class>/*.jpg")
     folders = ([] if storage.is_s3(cfg.source) else  # S3 has no folders, only keys
                sorted(d.relative_to(cfg.source).as_posix() for d in Path(cfg.source).glob("*/*")
                       if d.is_dir()))
@@ -459,6 +503,28 @@ def prepare(cfg: DataConfig, root: str) -> tuple[str, dict]:
         meta, _ = read_index(index)
         log.info("reusing the shards prepared from %s at %s", cfg.source, where)
         return index, {**meta, "reused": True}
+    if cfg.dataset == "cifar10":
+        described, arrays = write_pixel_shards(read_cifar10(cfg), cfg, where)
+        described.update(kind="pixels", classes=[str(c) for c in range(10)], ignored_files=[],
+                         empty_classes=[])
+    else:
+        described, arrays = _prepare_jpegs(cfg, listing, folders, where)
+    meta = {"format": FORMAT, "fingerprint": fp, "source": cfg.source,
+            "settings": {k: getattr(cfg, k) for k in SHAPING}, **described,
+            "images": {s: len(arrays[f"{s}_label"]) for s in SPLITS}}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    storage.write_bytes(index, buf.getvalue())  # last: its presence means complete
+    log.info("prepared %s into %d shards at %s", cfg.source, len(meta["shards"]), where)
+    return index, {**meta, "reused": False}
+
+
+def _prepare_jpegs(cfg: DataConfig, listing: list[storage.Entry], folders: list[str],
+                   where: str) -> tuple[dict, dict]:
+    """An image folder's shards and index arrays, every image decoded once on the way."""
+    if not listing:
+        raise DataError(f"{cfg.source}: no such folder, or nothing in it; an image folder "
+                        "dataset has train/<class>/*.jpg and val/<class>/*.jpg")
     p = plan(listing, cfg, cfg.source.rstrip("/"), folders)
     described, arrays = write_shards(p, cfg, where)
     bad = described["skipped_images"]
@@ -477,12 +543,5 @@ def prepare(cfg: DataConfig, root: str) -> tuple[str, dict]:
     if p.empty_classes:
         log.warning("class folder(s) without images are left out (data.bad_images=skip): %s",
                     p.empty_classes[:10])
-    meta = {"format": FORMAT, "fingerprint": fp, "source": cfg.source, "classes": p.classes,
-            "settings": {k: getattr(cfg, k) for k in SHAPING}, **described,
-            "ignored_files": p.ignored, "empty_classes": p.empty_classes,
-            "images": {s: len(arrays[f"{s}_label"]) for s in SPLITS}}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-    storage.write_bytes(index, buf.getvalue())  # last: its presence means complete
-    log.info("prepared %s into %d shards at %s", cfg.source, len(meta["shards"]), where)
-    return index, {**meta, "reused": False}
+    return {**described, "kind": "jpeg", "classes": p.classes, "ignored_files": p.ignored,
+            "empty_classes": p.empty_classes}, arrays

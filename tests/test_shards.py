@@ -187,6 +187,28 @@ def test_image_folder_on_s3_with_bad_files_is_prepared_into_shards_once(s3_env, 
     assert fixed["skipped_images"] == [] and fixed["train"] + fixed["val"] == 18
 
 
+def test_cifar10_on_s3_is_prepared_once_into_png_shards_of_the_same_pixels(s3_env, tmp_path):
+    from scarletnas.data import read_cifar10, tensor_splits
+
+    from .test_data import write_cifar
+
+    root = write_cifar(tmp_path / "cifar")
+    prefix = f"s3://{BUCKET}/datasets/cifar-shards"
+    upload(root, prefix)
+    cfg = DataConfig(dataset="cifar10", source=prefix, input_size=32, shard_mb=0.1,
+                     shard_root=f"s3://{BUCKET}/shards-cifar", cache_dir=str(tmp_path / "cache"))
+    index, meta = shards.prepare(cfg, cfg.shard_root)
+    assert meta["kind"] == "pixels" and not meta["reused"] and len(meta["shards"]) >= 3
+    assert meta["images"] == {"train": 200, "val": 50, "test": 20}
+    from_shards = shards.open_index(index, cfg)
+    direct = tensor_splits("cifar10", read_cifar10(cfg), cfg, 10, flip=True)
+    for part in ("train", "val", "test"):  # lossless: exactly the pixels and labels prepared
+        a, b = getattr(from_shards, part), getattr(direct, part)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert from_shards.digest() == direct.digest() and from_shards.mean == direct.mean
+    assert shards.prepare(cfg, cfg.shard_root) == (index, {**meta, "reused": True})
+
+
 def test_a_training_pass_keeps_a_bounded_cache_and_evaluation_splits_stay(s3_env, tmp_path,
                                                                           monkeypatch):
     root = write_colour_folder(tmp_path / "imgs", per_class=24)
