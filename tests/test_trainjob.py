@@ -94,9 +94,11 @@ def test_the_trainjob_is_valid_for_the_trainer_api_and_carries_the_task_settings
 def test_nodes_need_shared_storage():
     with pytest.raises(ConfigError, match="s3://bucket/prefix"):
         check(PipelineConfig(resources=ResourcesConfig(nodes=2)))
-    with pytest.raises(ConfigError, match="the nodes cannot read"):
-        check(load_pipeline_config(None, ["resources.retrain_nodes=2", "data.dataset=cifar10",
-                                          "data.source=/data/cifar", "checkpoint_root=s3://b/c"]))
+    cifar = ["resources.retrain_nodes=2", "data.dataset=cifar10", "data.source=/data/cifar",
+             "checkpoint_root=s3://b/c"]
+    check(load_pipeline_config(None, cifar))  # only prepare_data reads the source; the nodes
+    with pytest.raises(ConfigError, match="the nodes cannot read"):  # read the shards in S3
+        check(load_pipeline_config(None, [*cifar, "data.shard_root=/data/shards"]))
     with pytest.raises(ConfigError, match="resources.nodes=0"):
         ResourcesConfig(nodes=0)
 
