@@ -23,18 +23,49 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 
-def _jpeg(rng: np.random.Generator, size: int) -> bytes:
+def _jpeg(rng: np.random.Generator, size: int, grain: int = 8) -> bytes:
+    """A ``size`` px JPEG of noise upscaled from ``size // grain`` px: the smaller the
+    grain, the more detail and the larger the file (2: about an ImageNet photo's)."""
     from PIL import Image
 
-    pixels = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+    pixels = rng.integers(0, 256, (size // grain, size // grain, 3), dtype=np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(pixels).resize((size, size)).save(buf, "JPEG", quality=90)
+    Image.fromarray(pixels).resize((size, size), Image.BICUBIC).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def put_images(keys: list[str], size: int, grain: int = 8) -> list[int]:
+    """Write a seeded JPEG to each of ``keys`` (URIs); their sizes in bytes."""
+    from scarletnas import storage
+
+    rng, sizes = np.random.default_rng(0), []
+    for key in keys:
+        data = _jpeg(rng, size, grain)
+        sizes.append(len(data))
+        storage.write_bytes(key, data)
+    return sizes
+
+
+@contextmanager
+def local_s3(tmp: str) -> Iterator:
+    """A real S3 server (SeaweedFS) on 127.0.0.1 for this process, stopped after."""
+    from scarletnas.devstack import Stack
+
+    stack = Stack(str(Path(tmp, "stack")))
+    Path(stack.root).mkdir()
+    stack.start_s3()
+    os.environ.update(stack.env())
+    try:
+        yield stack
+    finally:
+        stack.down()
 
 
 class DelayRelay:
@@ -88,38 +119,27 @@ def main() -> None:
     args = p.parse_args()
 
     from scarletnas import storage
-    from scarletnas.devstack import BUCKET, Stack
+    from scarletnas.devstack import BUCKET
 
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(str(Path(tmp, "stack")))
-        Path(stack.root).mkdir()
-        stack.start_s3()
-        os.environ.update(stack.env())
-        try:
-            rng = np.random.default_rng(0)
-            prefix = f"s3://{BUCKET}/bench/images/train"
-            sizes = []
-            for i in range(args.images):
-                data = _jpeg(rng, args.size)
-                sizes.append(len(data))
-                storage.write_bytes(f"{prefix}/c{i % 10}/{i}.jpg", data)
-            runs = []
-            for latency in args.latency_ms:
-                if latency:
-                    relay = DelayRelay(stack.s3_port, latency / 1000)
-                    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{relay.port}"
-                for threads in args.threads:
-                    cache = Path(tmp, f"cache-{latency}-{threads}")
-                    start = time.perf_counter()
-                    storage.sync_to_local(prefix, cache, threads=threads)
-                    seconds = time.perf_counter() - start
-                    assert sum(1 for _ in cache.rglob("*.jpg")) == args.images
-                    runs.append({"latency_ms": latency, "threads": threads,
-                                 "seconds": round(seconds, 2),
-                                 "images_per_s": round(args.images / seconds, 1)})
-                os.environ["AWS_ENDPOINT_URL"] = stack.s3_endpoint
-        finally:
-            stack.down()
+    with tempfile.TemporaryDirectory() as tmp, local_s3(tmp) as stack:
+        prefix = f"s3://{BUCKET}/bench/images/train"
+        sizes = put_images([f"{prefix}/c{i % 10}/{i}.jpg" for i in range(args.images)],
+                           args.size)
+        runs = []
+        for latency in args.latency_ms:
+            if latency:
+                relay = DelayRelay(stack.s3_port, latency / 1000)
+                os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{relay.port}"
+            for threads in args.threads:
+                cache = Path(tmp, f"cache-{latency}-{threads}")
+                start = time.perf_counter()
+                storage.sync_to_local(prefix, cache, threads=threads)
+                seconds = time.perf_counter() - start
+                assert sum(1 for _ in cache.rglob("*.jpg")) == args.images
+                runs.append({"latency_ms": latency, "threads": threads,
+                             "seconds": round(seconds, 2),
+                             "images_per_s": round(args.images / seconds, 1)})
+            os.environ["AWS_ENDPOINT_URL"] = stack.s3_endpoint
     for run in runs:
         base = next(r for r in runs if r["latency_ms"] == run["latency_ms"])
         run["speedup"] = round(run["images_per_s"] / base["images_per_s"], 2)

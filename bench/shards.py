@@ -38,19 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from s3_sync import DelayRelay  # noqa: E402
-
-
-def _photo_like(rng: np.random.Generator, size: int) -> bytes:
-    """A 224 px JPEG about as large as an ImageNet photo at that size (~60 KB)."""
-    import io
-
-    from PIL import Image
-
-    pixels = rng.integers(0, 256, (size // 2, size // 2, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).resize((size, size), Image.BICUBIC).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+from s3_sync import DelayRelay, local_s3, put_images  # noqa: E402
 
 
 class _Files:
@@ -129,45 +117,32 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=20)
     args = p.parse_args()
 
-    from scarletnas import shards, storage
+    from scarletnas import shards
     from scarletnas.config import DataConfig
-    from scarletnas.devstack import BUCKET, Stack
+    from scarletnas.devstack import BUCKET
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(str(Path(tmp, "stack")))
-        Path(stack.root).mkdir()
-        stack.start_s3()
-        os.environ.update(stack.env())
-        try:
-            rng = np.random.default_rng(0)
-            prefix = f"s3://{BUCKET}/bench/imagenet-like"
-            sizes = []
-            for i in range(args.images):
-                data = _photo_like(rng, args.size)
-                sizes.append(len(data))
-                split = "val" if i % 50 == 0 else "train"
-                storage.write_bytes(f"{prefix}/{split}/c{i % 10}/{i:06d}.jpg", data)
-            cfg = DataConfig(dataset="imagefolder", source=prefix, input_size=args.input_size,
-                             val_fraction=0.02, shard_mb=args.shard_mb,
-                             shard_root=f"s3://{BUCKET}/bench/shards")
-            start = time.perf_counter()
-            index, meta = shards.prepare(cfg, cfg.shard_root)
-            prepare_s = time.perf_counter() - start
-            # prepared on loopback: the relay holds every 64 KiB a client sends, which
-            # throttles uploads as no store does; reading the source goes at request rate
-            relay = DelayRelay(stack.s3_port, args.latency_ms / 1000)
-            os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{relay.port}"
-            storage._client.cache_clear()
-            start = time.perf_counter()
-            _, again = shards.prepare(cfg, cfg.shard_root)
-            reuse_s = time.perf_counter() - start
-            assert again["reused"]
+    with tempfile.TemporaryDirectory() as tmp, local_s3(tmp) as stack:
+        prefix = f"s3://{BUCKET}/bench/imagenet-like"
+        sizes = put_images([f"{prefix}/{'val' if i % 50 == 0 else 'train'}/c{i % 10}/"
+                            f"{i:06d}.jpg" for i in range(args.images)], args.size, grain=2)
+        cfg = DataConfig(dataset="imagefolder", source=prefix, input_size=args.input_size,
+                         val_fraction=0.02, shard_mb=args.shard_mb,
+                         shard_root=f"s3://{BUCKET}/bench/shards")
+        start = time.perf_counter()
+        index, meta = shards.prepare(cfg, cfg.shard_root)
+        prepare_s = time.perf_counter() - start
+        # prepared on loopback: the relay holds every 64 KiB a client sends, which
+        # throttles uploads as no store does; reading the source goes at request rate
+        relay = DelayRelay(stack.s3_port, args.latency_ms / 1000)
+        os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{relay.port}"
+        start = time.perf_counter()
+        _, again = shards.prepare(cfg, cfg.shard_root)
+        reuse_s = time.perf_counter() - start
+        assert again["reused"]
 
-            old = per_object(prefix, Path(tmp, "copy"), args)
-            new = shards_pass(index, Path(tmp, "shard-cache"), args)
-        finally:
-            stack.down()
+        old = per_object(prefix, Path(tmp, "copy"), args)
+        new = shards_pass(index, Path(tmp, "shard-cache"), args)
     print(json.dumps({
         "bench": "shards", "images": args.images, "size_px": args.size,
         "mean_kb": round(float(np.mean(sizes)) / 1024, 1), "latency_ms": args.latency_ms,

@@ -437,37 +437,52 @@ def _in_chunks(items: list, n: int) -> Iterator[list]:
         yield items[i:i + n]
 
 
+def _write_splits(samples: dict[str, Iterable[tuple[int, bytes, int, str]]], ext: str,
+                  cfg: DataConfig, root: str) -> tuple[list[dict], dict]:
+    """Write each split's samples (key, encoded image, label, name) into shards under
+    ``root``; the shards and the index arrays, each split's images in key order."""
+    arrays, shards = {}, []
+    with tempfile.TemporaryDirectory(prefix="scarletnas-shards-") as tmp:
+        for split, items in samples.items():
+            writer = _Writer(split, Path(tmp), root, cfg.shard_mb * 2**20, len(shards), ext)
+            written = []
+            for key, data, label, name in items:
+                writer.write(f"{key:08d}", data, label)
+                written.append((key, label, name))
+            shards += writer.close()
+            written.sort()
+            arrays.update(writer.index(split, [w[0] for w in written], [w[1] for w in written],
+                                       [w[2] for w in written]))
+    return shards, arrays
+
+
 def write_shards(p: Plan, cfg: DataConfig, root: str, threads: int = 16) -> tuple[dict, dict]:
     """Read every planned image once and write the splits' shards to ``root``."""
     from tqdm import tqdm
 
-    arrays, shards, bad = {}, [], []
+    bad = []
     total = sum(len(files) for files, _ in p.splits.values())
-    with tempfile.TemporaryDirectory(prefix="scarletnas-shards-") as tmp, \
-            ThreadPoolExecutor(threads) as pool, \
-            tqdm(total=total, desc="prepare shards", unit="img", dynamic_ncols=True,
-                 disable=total < 1000) as bar:
-        for split, (files, labels) in p.splits.items():
-            writer = _Writer(split, Path(tmp), root, cfg.shard_mb * 2**20, len(shards), "jpg")
-            # training shards hold a seeded mix of classes, so a window of a few shards
-            # is a fair sample; the evaluation splits keep their order
-            order = (np.random.default_rng(seed_for(cfg.seed, 7)).permutation(len(files))
-                     if split == "train" else np.arange(len(files)))
-            kept = []
-            for chunk in _in_chunks(order.tolist(), threads * 16):
-                read = pool.map(_read_source, [files[i] for i in chunk],
-                                [cfg.shard_image_size] * len(chunk))
-                for i, (data, problem) in zip(chunk, read, strict=True):
-                    if problem:
-                        bad.append({"image": files[i].key, "why": problem})
-                    else:
-                        writer.write(f"{i:08d}", data, labels[i])
-                        kept.append(i)
-                    bar.update(1)
-            shards += writer.close()
-            kept.sort()
-            arrays.update(writer.index(split, kept, [labels[i] for i in kept],
-                                       [files[i].key.split("/", 1)[1] for i in kept]))
+
+    def read(split: str, files: list[storage.Entry], labels: list[int]):
+        # training shards hold a seeded mix of classes, so a window of a few shards
+        # is a fair sample; the evaluation splits keep their order
+        order = (np.random.default_rng(seed_for(cfg.seed, 7)).permutation(len(files))
+                 if split == "train" else np.arange(len(files)))
+        for chunk in _in_chunks(order.tolist(), threads * 16):
+            got = pool.map(_read_source, [files[i] for i in chunk],
+                           [cfg.shard_image_size] * len(chunk))
+            for i, (data, problem) in zip(chunk, got, strict=True):
+                bar.update(1)
+                if problem:
+                    bad.append({"image": files[i].key, "why": problem})
+                else:
+                    yield i, data, labels[i], files[i].key.split("/", 1)[1]
+
+    with ThreadPoolExecutor(threads) as pool, tqdm(
+            total=total, desc="prepare shards", unit="img", dynamic_ncols=True,
+            disable=total < 1000) as bar:
+        shards, arrays = _write_splits({split: read(split, files, labels) for split, (
+            files, labels) in p.splits.items()}, "jpg", cfg, root)
     return {"shards": shards, "skipped_images": sorted(bad, key=lambda b: b["image"])}, arrays
 
 
@@ -476,16 +491,13 @@ def write_pixel_shards(parts: dict, cfg: DataConfig, root: str) -> tuple[dict, d
     a step reads back exactly the pixels prepared."""
     from torchvision.io import encode_png
 
-    arrays, shards = {}, []
-    with tempfile.TemporaryDirectory(prefix="scarletnas-shards-") as tmp:
-        for split, (images, labels) in parts.items():
-            writer = _Writer(split, Path(tmp), root, cfg.shard_mb * 2**20, len(shards), "png")
-            for i, img in enumerate(images):
-                png = encode_png(torch.from_numpy(np.ascontiguousarray(img)), compression_level=1)
-                writer.write(f"{i:08d}", png.numpy().tobytes(), int(labels[i]))
-            shards += writer.close()
-            arrays.update(writer.index(split, list(range(len(images))), labels,
-                                       [f"{split}/{i:06d}" for i in range(len(images))]))
+    def encoded(split: str, images: np.ndarray, labels: np.ndarray):
+        for i, img in enumerate(images):
+            png = encode_png(torch.from_numpy(np.ascontiguousarray(img)), compression_level=1)
+            yield i, png.numpy().tobytes(), int(labels[i]), f"{split}/{i:06d}"
+
+    shards, arrays = _write_splits({split: encoded(split, *part) for split, part in
+                                    parts.items()}, "png", cfg, root)
     return {"shards": shards, "skipped_images": []}, arrays
 
 

@@ -36,7 +36,7 @@ def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> di
                      "data/test_images": len(splits.test),
                      "data/skipped_images": len(manifest["skipped_images"])})
     tracker.table(manifest["skipped_images"], "skipped_images.json")  # none: nothing logged
-    if "shards" in manifest:  # an image folder, prepared into shards (or reusing them)
+    if "shards" in manifest:  # prepared into shards (or reusing them)
         tracker.metrics({"data/shards": manifest["shard_count"]})
         tracker.tags({"data.shards": manifest["shards"],
                       "data.shards_reused": str(manifest["shards_reused"]).lower()})

@@ -50,3 +50,15 @@ def stack(tmp_path_factory):
     s = Stack(str(tmp_path_factory.mktemp("stack"))).up()
     yield s
     s.down()
+
+
+@pytest.fixture
+def s3_env(stack, monkeypatch):
+    """This process's S3 client pointed at the module's real S3 server."""
+    from scarletnas import storage
+
+    for k, v in stack.env().items():
+        monkeypatch.setenv(k, v)
+    storage._client.cache_clear()
+    yield stack
+    storage._client.cache_clear()

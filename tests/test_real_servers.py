@@ -21,15 +21,6 @@ from scarletnas.train import train_supernet
 from .test_data import write_cifar
 
 
-@pytest.fixture
-def s3_env(stack, monkeypatch):
-    for k, v in stack.env().items():
-        monkeypatch.setenv(k, v)
-    storage._client.cache_clear()
-    yield stack
-    storage._client.cache_clear()
-
-
 def test_storage_round_trip(s3_env, tmp_path):
     uri = f"s3://{BUCKET}/t/obj.bin"
     storage.write_bytes(uri, b"payload")

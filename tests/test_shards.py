@@ -39,15 +39,6 @@ def upload(root: Path, prefix: str) -> None:
             storage.upload_file(f, f"{prefix}/{f.relative_to(root).as_posix()}")
 
 
-@pytest.fixture
-def s3_env(stack, monkeypatch):
-    for k, v in stack.env().items():
-        monkeypatch.setenv(k, v)
-    storage._client.cache_clear()
-    yield stack
-    storage._client.cache_clear()
-
-
 # ---- the format and the order (local shards) -------------------------------------------
 def test_shards_are_webdataset_tars_holding_every_image_once(tmp_path):
     import webdataset as wds
