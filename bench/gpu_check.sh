@@ -12,6 +12,7 @@ run 240 bench/supernet_step.py --device cuda --space imagenet --batch 256 --path
 run 180 bench/train_throughput.py --device cuda --jpegs 1024 --workers 8
 run 300 bench/shards.py --images 4000 --workers 12
 run 300 bench/search_speed.py --imagenet --generations 2 --population 16
+run 330 bench/imagenet_supernet.py --device cuda --steps 600 --batch 128 --workers 12
 run 180 bench/latency_table.py --device cuda --space imagenet --repeats 50
 run 300 bench/processes_scaling.py --device cuda --space imagenet --input-size 224 --batch 128 \
     --steps 20 --processes 1 "$(nvidia-smi -L | wc -l)"

@@ -50,6 +50,8 @@ def choice_cost(space: SearchSpace, layer: int, choice: Choice, stabilizer: bool
         reduced = max(1, hidden // space.se_reduction)
         cost = (cost + _conv(hidden, reduced, 1, 1, bias=True, bn=False)
                 + _conv(reduced, hidden, 1, 1, bias=True, bn=False))
+    if spec.shortcut and spec.in_channels != spec.out_channels:  # pooling counts nothing
+        cost = cost + _conv(spec.in_channels, spec.out_channels, 1, spec.out_size)
     return cost
 
 

@@ -57,11 +57,27 @@ class SqueezeExcite(nn.Module):
         return x * nn.functional.hardsigmoid(self.excite(s), inplace=True)
 
 
+def projection(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """The shortcut of a layer that changes stride or width (``space.shortcut``):
+    average-pool by the stride, then a 1x1 conv and BN where the width changes
+    (as AttentiveNAS and BigNAS give every block one)."""
+    mods: list[nn.Module] = []
+    if stride > 1:
+        mods.append(nn.AvgPool2d(stride, ceil_mode=True))
+    if cin != cout:
+        mods += conv_bn(cin, cout, 1, act=False)
+    return nn.Sequential(*mods)
+
+
 class MBConv(nn.Module):
-    """Inverted residual: 1x1 expand, kxk depthwise, optional SE, 1x1 project."""
+    """Inverted residual: 1x1 expand, kxk depthwise, optional SE, 1x1 project.
+
+    Adds its input back when stride and width stay; else adds ``shortcut(x)``
+    when given one (in a supernet all choices of a layer share that module).
+    """
 
     def __init__(self, cin: int, cout: int, expansion: int, kernel: int, stride: int,
-                 se: bool, se_reduction: int = 4):
+                 se: bool, se_reduction: int = 4, shortcut: nn.Module | None = None):
         super().__init__()
         hidden = cin * expansion
         self.residual = stride == 1 and cin == cout
@@ -73,10 +89,18 @@ class MBConv(nn.Module):
         self.se = SqueezeExcite(hidden, se_reduction) if se else nn.Identity()
         self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False),
                                      nn.BatchNorm2d(cout))
+        self.shortcut = None if self.residual else shortcut
+
+    @property
+    def has_shortcut(self) -> bool:
+        """Whether the block adds its input (or a projection of it) to its output."""
+        return self.residual or self.shortcut is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
-        return x + out if self.residual else out
+        if self.residual:
+            return x + out
+        return out if self.shortcut is None else self.shortcut(x) + out
 
 
 class Stabilizer(nn.Conv2d):
@@ -102,14 +126,23 @@ class Stabilizer(nn.Conv2d):
             release_conv_init(self)
 
 
+def layer_shortcut(space: SearchSpace, layer: int) -> nn.Module | None:
+    """A fresh shortcut for ``layer`` if the space gives it one, else None."""
+    spec = space.layers[layer]
+    return projection(spec.in_channels, spec.out_channels, spec.stride) if spec.shortcut else None
+
+
 def build_choice(space: SearchSpace, layer: int, choice: Choice, stabilizer: bool,
-                 stabilizer_init: str = "kaiming") -> nn.Module:
-    """The module one choice of one layer runs."""
+                 stabilizer_init: str = "kaiming", shortcut: nn.Module | None = None
+                 ) -> nn.Module:
+    """The module one choice of one layer runs; ``shortcut`` shares a layer's
+    projection shortcut between choices (else each block gets its own)."""
     spec = space.layers[layer]
     if choice.is_skip:
         return Stabilizer(spec.in_channels, stabilizer_init) if stabilizer else nn.Identity()
     return MBConv(spec.in_channels, spec.out_channels, choice.expansion, choice.kernel,
-                  spec.stride, choice.se, space.se_reduction)
+                  spec.stride, choice.se, space.se_reduction,
+                  shortcut or layer_shortcut(space, layer))
 
 
 def release_conv_init(conv: nn.Conv2d) -> None:
@@ -142,7 +175,7 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
 
 
 def zero_residual_branches(model: nn.Module) -> int:
-    """Zero the scale of the last BN of every residual MBConv; returns how many.
+    """Zero the scale of the last BN of every MBConv with a shortcut; returns how many.
 
     Why: under weight sharing every residual choice of a layer adds its own
     unit-variance branch to the stream, so two paths that differ anywhere
@@ -154,7 +187,7 @@ def zero_residual_branches(model: nn.Module) -> int:
     """
     count = 0
     for m in model.modules():
-        if isinstance(m, MBConv) and m.residual:
+        if isinstance(m, MBConv) and m.has_shortcut:
             nn.init.zeros_(m.project[1].weight)
             count += 1
     return count

@@ -67,6 +67,13 @@ class Layer:
     stride: int
     in_size: int  # spatial side of the input feature map
     can_skip: bool
+    shortcut: bool = False  # a projection shortcut (width or stride changes, space.shortcut)
+
+    @property
+    def residual(self) -> bool:
+        """The layer keeps its input: it adds an identity or a projection."""
+        return self.stride == 1 and self.in_channels == self.out_channels
+
 
     @property
     def out_size(self) -> int:
@@ -116,6 +123,11 @@ class SearchSpace:
     se_options: tuple[bool, ...] = (False, True)
     allow_skip: bool = True
     se_reduction: int = 4
+    # a shortcut on every layer that changes width or stride (average pool by the
+    # stride, 1x1 conv + BN), shared by all its choices: every layer becomes
+    # residual, so weight sharing can learn (docs/reproduction.md); False is
+    # the paper's network, which has no residual there
+    shortcut: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "layer_channels", tuple(int(c) for c in self.layer_channels))
@@ -170,12 +182,10 @@ class SearchSpace:
         """8 layers in two stages for 8-32 px inputs: the local default.
 
         Stride-2 stem, four layers, a stride-2 transition, three more; every
-        layer but the transition may skip. Why not ``small``'s 19 layers: a
-        weight-shared supernet needs on the order of a thousand steps per
-        layer's worth of choices to agree across paths, and every layer that
-        changes width (six in ``small``) mixes unrelated choices without a
-        residual to carry the signal. Two stages keep one such layer, train
-        in the minutes a laptop run has, and still rank (docs/reproduction.md).
+        layer but the transition may skip. Why not ``small``'s 19 layers
+        locally: with shortcuts they learn too (docs/reproduction.md), but at
+        16 px their archs cost 3-6x the MAdds (3.7-23.5M against 0.6-8.8M),
+        more than the minutes a laptop run has.
         """
         kw = dict(num_classes=num_classes, input_size=input_size, width_mult=width_mult,
                   stem_channels=64, stem_stride=2, separable_channels=64,
@@ -240,8 +250,9 @@ class SearchSpace:
         out, cin, size = [], self.separable_out, self.stem_size
         for i, (c, s) in enumerate(zip(self.layer_channels, self.layer_strides, strict=True)):
             cout = self._width(c)
-            out.append(Layer(i, cin, cout, s, size,
-                             can_skip=self.allow_skip and s == 1 and cin == cout))
+            same = s == 1 and cin == cout
+            out.append(Layer(i, cin, cout, s, size, can_skip=self.allow_skip and same,
+                             shortcut=self.shortcut and not same))
             cin, size = cout, conv_out_size(size, s)
         return tuple(out)
 

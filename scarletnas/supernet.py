@@ -46,12 +46,13 @@ class Supernet(Network):
     def __init__(self, space: SearchSpace, stabilizer: bool = True,
                  stabilizer_init: str = "identity", dropout: float = 0.0,
                  zero_init_residual: bool = True):
-        layers = nn.ModuleList(
-            nn.ModuleDict({
-                space.choices[g].token: ops.build_choice(space, i, space.choices[g],
-                                                         stabilizer, stabilizer_init)
-                for g in space.layer_choices(i)})
-            for i in range(space.num_layers))
+        layers = nn.ModuleList()
+        for i in range(space.num_layers):
+            shortcut = ops.layer_shortcut(space, i)  # one per layer, shared by its choices
+            layers.append(nn.ModuleDict({
+                space.choices[g].token: ops.build_choice(space, i, space.choices[g], stabilizer,
+                                                         stabilizer_init, shortcut)
+                for g in space.layer_choices(i)}))
         super().__init__(space, layers, dropout)
         self.stabilizer = stabilizer
         self.stabilizer_init = stabilizer_init

@@ -83,11 +83,14 @@ def test_backward_reaches_only_the_sampled_path(small_space):
     assert len(on_path) < sum(1 for _ in supernet.parameters()) / 5
 
 
-def test_sgd_leaves_unsampled_choices_untouched(small_space):
-    """set_to_none grads: SGD with momentum and decay skips choices off the path.
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_sgd_leaves_unsampled_choices_untouched(small_space, shortcut):
+    """set_to_none grads: SGD with momentum and decay skips choices off the path,
+    bit for bit; a layer's shared shortcut is on every path through it.
     (Release init: with zeroed residual branches the first step's gradients
     inside a residual branch are exactly zero, so "on the path" would not
     imply "moved".)"""
+    small_space = small_space.with_(shortcut=shortcut)
     supernet = Supernet(small_space, stabilizer=True, zero_init_residual=False).train()
     opt = torch.optim.SGD(supernet.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     first, second = _archs(small_space, 2, seed=5)
