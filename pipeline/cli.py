@@ -43,32 +43,51 @@ def _arguments(cfg: PipelineConfig) -> dict:
 
 
 # ---- local ---------------------------------------------------------------------------
-def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT) -> dict:
+def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT, verbose: bool = False,
+              echo=None) -> dict:
     """Execute the compiled DAG on this machine with kfp.local (one process per
-    task, in this environment); MLflow goes to a sqlite store under ``root``."""
+    task, in this environment); MLflow goes to a sqlite store under ``root``.
+    Prints one line per step to ``echo`` (default: stdout), and KFP's own output
+    only if ``verbose`` (else it goes to ``root/logs``, see ``console``). A failed
+    step raises ``console.StepFailed`` with its own error."""
     import dataclasses
 
     from kfp import local
 
+    from .console import LocalConsole
     from .dag import build_pipeline
 
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
     # one machine, no preemption: a failed step is reported at once, not retried
     cfg = dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, retries=0))
-    if not cfg.tracking.uri:
-        cfg.tracking.uri = f"sqlite:///{root / 'mlflow.db'}"
-        _prepare_local_mlflow(cfg.tracking.uri, cfg.tracking.experiment, root / "mlartifacts")
     if not cfg.checkpoint_root:
         cfg.checkpoint_root = str(root / "checkpoints")
     pipeline_root = root / "pipeline_root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
     started = time.time()
-    build_pipeline(cfg)(**_arguments(cfg))
-    run_dir = max(pipeline_root.glob(f"{PIPELINE_NAME}-*"), key=os.path.getmtime)
-    return {"run_dir": str(run_dir), "minutes": round((time.time() - started) / 60, 2),
-            "tracking_uri": cfg.tracking.uri, **_local_outputs(run_dir)}
+    with LocalConsole(root / "logs" / time.strftime("%Y%m%d-%H%M%S"), verbose, echo) as console:
+        console.say(f"local run: {cfg.data.dataset} data at {cfg.data.input_size} px, "
+                    f"{cfg.space.preset} space; outputs in {root}")
+        if not cfg.tracking.uri:
+            cfg.tracking.uri = f"sqlite:///{root / 'mlflow.db'}"
+            _prepare_local_mlflow(cfg.tracking.uri, cfg.tracking.experiment,
+                                  root / "mlartifacts")
+        local.init(runner=local.SubprocessRunner(use_venv=False),
+                   pipeline_root=str(pipeline_root), raise_on_error=True)
+        try:
+            build_pipeline(cfg)(**_arguments(cfg))
+        except RuntimeError:
+            if console.failed():
+                raise console.failed() from None
+            raise
+        if console.failed():
+            raise console.failed()
+        run_dir = max(pipeline_root.glob(f"{PIPELINE_NAME}-*"), key=os.path.getmtime)
+        out = {"run_dir": str(run_dir), "minutes": round((time.time() - started) / 60, 2),
+               "tracking_uri": cfg.tracking.uri, "logs": str(console.logs),
+               **_local_outputs(run_dir)}
+        console.summary(out, root)
+    return out
 
 
 def _prepare_local_mlflow(uri: str, experiment: str, artifacts: Path) -> None:
@@ -157,15 +176,63 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _given(args, key: str) -> bool:
+    """Whether the config file or a --set names ``key`` (section.name)."""
+    from scarletnas.config import read_yaml
+
+    if any(item.split("=", 1)[0].strip() == key for item in args.set):
+        return True
+    section, name = key.split(".", 1)
+    data = read_yaml(args.config) if args.config else None
+    return isinstance(data, dict) and isinstance(data.get(section), dict) and \
+        name in data[section]
+
+
+def _local_config(args) -> PipelineConfig:
+    """``_config`` for a local run: ``--data DIR`` is short for an image folder at DIR
+    with an input size fitted to its images; an image folder on this machine (or
+    named by --data) is checked before anything runs."""
+    from scarletnas import preflight, storage
+
+    overrides = list(args.set)
+    if args.data:
+        source = args.data if storage.is_s3(args.data) else str(Path(args.data).absolute())
+        overrides = ["data.dataset=imagefolder", f"data.source={json.dumps(source)}",
+                     *overrides]
+    cfg = load_pipeline_config(args.config, overrides)
+    if cfg.data.dataset == "imagefolder" and (args.data or not storage.is_s3(cfg.data.source)):
+        folder = preflight.check_image_folder(cfg)
+        print(f"data:      {folder.describe()}")
+        if args.data and not _given(args, "data.input_size"):
+            size = preflight.input_size_for(folder)
+            cfg = load_pipeline_config(args.config, [*overrides, f"data.input_size={size}"])
+            median = sorted(folder.sides)[len(folder.sides) // 2] if folder.sides else 0
+            print(f"           input size {size} px: the median shorter side of "
+                  f"{len(folder.sides)} sampled training images is {median} px, rounded to a "
+                  "multiple of 8 within 16..224 (--set data.input_size=N to choose)")
+    preflight.check(cfg)
+    return cfg
+
+
 def cmd_run(args) -> int:
     if args.local == bool(args.host):
         raise ConfigError("choose one: --local (this machine) or --host URL (a KFP API server)")
-    cfg = _config(args) if args.local else _cluster_config(args)
+    if args.data and not args.local:
+        raise ConfigError("--data is for --local runs; on a cluster set data.dataset=imagefolder "
+                          "and data.source=s3://BUCKET/PREFIX")
     if args.local:
-        out = run_local(cfg, args.output_dir)
-        print(json.dumps(out, indent=1))
-        print(f"\nMLflow UI: scarlet-nas ui --output-dir {args.output_dir}")
+        from .console import StepFailed
+
+        cfg = _local_config(args)
+        try:
+            run_local(cfg, args.output_dir, verbose=args.verbose)
+        except StepFailed as err:
+            failure = err.failure
+            if failure.traceback and not failure.bad_input and not args.verbose:
+                print(failure.traceback, file=sys.stderr)  # a bug: where it happened
+            raise  # its own error, the last line (scarletnas.cli.main)
         return 0
+    cfg = _cluster_config(args)
     client = _client(args.host)
     run = client.create_run_from_pipeline_package(
         _compile_temp(cfg, args.image), arguments=_arguments(cfg),
@@ -242,6 +309,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--local", action="store_true", help="execute the DAG on this machine")
     p.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8080")
     p.add_argument("--output-dir", default=LOCAL_ROOT, help="local runs: where outputs go")
+    p.add_argument("--data", metavar="DIR",
+                   help="local runs: your own images, a folder or s3:// prefix of "
+                        "train/<class>/* and val/<class>/* (short for data.dataset=imagefolder, "
+                        "data.source=DIR and an input size fitted to the images)")
+    p.add_argument("--verbose", action="store_true",
+                   help="local runs: print KFP's own output and every step's log")
     p.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment")
     p.add_argument("--run-name")
     p.set_defaults(func=cmd_run)

@@ -67,6 +67,7 @@ def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True,
 def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     """The pipeline function for ``cfg`` with every component on ``image``."""
     preflight.check(cfg)
+    preflight.check_image(image)
     res = cfg.resources
     on_nodes = tuple(stage for stage in STAGES if node_count(res, stage) > 1)
     c = components.build(image, on_nodes)

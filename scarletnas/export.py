@@ -18,29 +18,44 @@ def _dynamic_batch():
     return torch.export.Dim("batch", min=1, max=4096)
 
 
-def export_program(model: nn.Module, input_size: int, path: str | Path) -> Path:
-    """torch.export in eval mode on CPU, any batch size; saved as a .pt2 archive."""
+def export(model: nn.Module, input_size: int) -> torch.export.ExportedProgram:
+    """torch.export in eval mode on CPU, any batch size: the one program the .pt2
+    file, the ONNX file and the MLflow model are all made from."""
     model = model.cpu().eval()
     example = torch.randn(2, 3, input_size, input_size)
-    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: _dynamic_batch()}})
+    return torch.export.export(model, (example,), dynamic_shapes={"x": {0: _dynamic_batch()}})
+
+
+def save_program(program: torch.export.ExportedProgram, path: str | Path) -> Path:
+    """The program as a .pt2 archive."""
     buf = io.BytesIO()
     torch.export.save(program, buf)
     _atomic_write(Path(path), buf.getvalue())
     return Path(path)
 
 
-def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int = 18) -> Path:
-    """ONNX with a dynamic batch dimension."""
-    model = model.cpu().eval()
+def export_program(model: nn.Module, input_size: int, path: str | Path) -> Path:
+    """``export`` saved as a .pt2 archive."""
+    return save_program(export(model, input_size), path)
+
+
+def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_size: int,
+                path: str | Path, opset: int = 18) -> Path:
+    """ONNX with a dynamic batch dimension, from a model or from its ``export``
+    (which is not traced again)."""
     example = torch.randn(2, 3, input_size, input_size)
+    if isinstance(model, torch.export.ExportedProgram):
+        shapes = None  # the program's own: batch dynamic
+    else:
+        model = model.cpu().eval()
+        shapes = {"x": {0: _dynamic_batch()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "model.onnx")
         torch.onnx.export(model, (example,), str(out), input_names=["image"],
                           output_names=["logits"], opset_version=opset, dynamo=True,
-                          dynamic_shapes={"x": {0: _dynamic_batch()}}, external_data=False,
-                          verbose=False)
+                          dynamic_shapes=shapes, external_data=False, verbose=False)
         _atomic_write(path, out.read_bytes())
     return path
 

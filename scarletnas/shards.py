@@ -1,10 +1,13 @@
 """Image folders prepared once into shards that every step streams.
 
 Preparation reads the source once (a folder or an s3:// prefix of
-``train/<class>/*.jpg`` and ``val/<class>/*.jpg``), checks that every image
-decodes, optionally shrinks it, and writes the splits as WebDataset tar shards
-(``<key>.jpg`` + ``<key>.cls`` per image, written with the webdataset library,
-so any WebDataset reader can consume them) plus an index: each image's shard,
+``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, or PNG, WebP, BMP, GIF,
+TIFF: any format Pillow decodes), checks that every image decodes, stores
+JPEGs byte for byte and re-encodes the others as JPEG (quality 95, no chroma
+subsampling), optionally shrinks them, and writes the splits as WebDataset
+tar shards (``<key>.jpg`` + ``<key>.cls`` per image, written with the
+webdataset library, so any WebDataset reader can consume them) plus an
+index: each image's shard,
 byte offset, size, label and name, and each shard's sha256. The index is
 written last, so its presence means the shards are complete; the KFP Dataset
 artifact points at it. CIFAR-10 is prepared the same way, its images as PNG
@@ -58,7 +61,11 @@ FORMAT = 1
 INDEX = "index.npz"
 SPLITS = ("train", "val", "test")
 DATASETS = ("imagefolder", "cifar10")  # the datasets prepared into shards
-IMAGE_SUFFIXES = (".jpg", ".jpeg")
+# JPEGs are stored as they are; other formats Pillow decodes are re-encoded as JPEG
+# (quality 95, no chroma subsampling), so every image folder shard holds JPEGs only
+# and one reader (and the batched GPU decoder) reads them all
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+JPEG_QUALITY = 95
 # the data settings that change what the shards hold (input_size, workers and the
 # like only change how they are read)
 SHAPING = ("dataset", "val_fraction", "seed", "bad_images", "shard_mb", "shard_image_size")
@@ -293,7 +300,7 @@ class Plan:
 
     classes: list[str]
     splits: dict[str, tuple[list[storage.Entry], list[int]]]
-    ignored: list[str]  # files that are not JPEG images
+    ignored: list[str]  # files that are not images
     empty_classes: list[str]  # class folders without images (left out under skip)
 
 
@@ -327,15 +334,19 @@ def plan(listing: list[storage.Entry], cfg: DataConfig, where: str,
     empty = sorted(f"{part}/{c}" for part in found for c, files in found[part].items()
                    if not files)
     if empty and cfg.bad_images == "fail":
-        raise DataError(f"{where}: class folder(s) {empty[:10]} hold no JPEG images (.jpg/"
-                        ".jpeg): add images or remove the folder(s), or set "
+        raise DataError(f"{where}: class folder(s) {empty[:10]} hold no images (.jpg, .png, "
+                        "...): add images or remove the folder(s), or set "
                         "data.bad_images=skip to leave them out")
     classes = sorted(c for c, files in found["train"].items() if files)
+    if len(classes) < 2:  # said of the folder, before a space of one class is refused
+        raise DataError(f"{where}/train has images in {len(classes)} class folder"
+                        f"{' (' + classes[0] + ')' if classes else ''}: an image folder needs "
+                        "at least 2 classes, one folder of images each (train/<class>/...)")
     unknown = sorted(c for c, files in found["val"].items() if files and c not in classes)
     if unknown:
         raise DataError(f"{where}/val: class folders {unknown} have no training images")
     if ignored:
-        log.warning("%s: %d file(s) that are not JPEG images are left out: %s%s", where,
+        log.warning("%s: %d file(s) that are not images are left out: %s%s", where,
                     len(ignored), ", ".join(ignored[:5]), " ..." if len(ignored) > 5 else "")
     label = {c: i for i, c in enumerate(classes)}
     train = [(e, label[c]) for c in classes for e in found["train"][c]]
@@ -357,6 +368,31 @@ def _jpeg_problem(data: bytes) -> str | None:
     except RuntimeError as err:
         return jpeg_problem(err)[:80]
     return None
+
+
+def as_jpeg(data: bytes) -> tuple[bytes, str | None]:
+    """A JPEG as it is, or another image Pillow decodes re-encoded as a JPEG (alpha
+    over white, the first frame of an animation); and why it does not decode, or None."""
+    if data[:2] == b"\xff\xd8":  # a JPEG: decoded as every step will decode it
+        return data, _jpeg_problem(data)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                rgba = img.convert("RGBA")
+                rgb = Image.new("RGB", img.size, (255, 255, 255))
+                rgb.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                rgb = img.convert("RGB")
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    except UnidentifiedImageError:
+        return data, "not an image Pillow can read"
+    except Exception as err:  # noqa: BLE001 - Pillow raises many kinds; each is the answer
+        return data, (str(err).split("\n")[0] or type(err).__name__)[:80]
+    return out.getvalue(), None
 
 
 def _shrink(data: bytes, side: int) -> bytes:
@@ -425,8 +461,7 @@ class _Writer:
 
 
 def _read_source(e: storage.Entry, side: int) -> tuple[bytes, str | None]:
-    data = storage.read_bytes(e.uri)
-    problem = _jpeg_problem(data)
+    data, problem = as_jpeg(storage.read_bytes(e.uri))
     if problem is None and side:
         data = _shrink(data, side)
     return data, problem
@@ -546,8 +581,8 @@ def _prepare_jpegs(cfg: DataConfig, listing: list[storage.Entry], folders: list[
     if bad and cfg.bad_images == "fail":
         for s in described["shards"]:
             storage.delete(storage.join(where, s["name"]))
-        raise DataError(f"{len(bad)} of {total} images in {cfg.source} cannot be decoded as "
-                        f"JPEG: {named}; "
+        raise DataError(f"{len(bad)} of {total} images in {cfg.source} cannot be decoded: "
+                        f"{named}; "
                         "replace or remove them, or set data.bad_images=skip to leave them out")
     if bad:
         log.warning("%d of %d images do not decode and are left out (data.bad_images=skip): "

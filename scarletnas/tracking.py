@@ -9,6 +9,7 @@ warning is logged once and training or search carry on untracked.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -248,11 +249,47 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _exported_as(model, program):
+    """While ``model`` is logged, its torch.export is ``program``: the one export made
+    for all its forms, not a second one. (mlflow.pytorch.log_model takes a module and
+    exports it itself; it accepts no ExportedProgram.)"""
+    import torch
+
+    if program is None:
+        yield
+        return
+    original = torch.export.export
+
+    def export(module, *args, **kwargs):
+        return program if module is model else original(module, *args, **kwargs)
+
+    torch.export.export = export
+    try:
+        yield
+    finally:
+        torch.export.export = original
+
+
+def model_requirements() -> list[str]:
+    """What loading a logged pt2 model needs, pinned to this environment. Given, so
+    MLflow does not infer them (a subprocess that loads the model again, ~9 s on
+    two cores); the same list it inferred, less what mlflow itself brings."""
+    import mlflow
+    import numpy as np
+
+    return [f"mlflow=={mlflow.__version__}", *mlflow.pytorch.get_default_pip_requirements(),
+            f"numpy=={np.__version__}"]
+
+
 def log_model(tracker: Tracker, model, input_size: int, name: str = "model",
-              registered_name: str | None = None, params: Mapping | None = None) -> str | None:
+              registered_name: str | None = None, params: Mapping | None = None,
+              program=None) -> str | None:
     """Log a subnet as a torch.export program (pt2: any batch size, no Python class
     and no unpickling to load) with a tensor signature and input example;
-    optionally register it. Returns the registered version, if any."""
+    optionally register it. Returns the registered version, if any. ``program``:
+    the model's torch.export (``export.export``), logged as it is instead of
+    exporting the model again."""
     if not tracker.active:
         return None
     try:
@@ -271,11 +308,14 @@ def log_model(tracker: Tracker, model, input_size: int, name: str = "model",
             inputs=Schema([TensorSpec(f32, (-1, 3, input_size, input_size), "image")]),
             outputs=Schema([TensorSpec(f32, (-1, classes), "logits")]))
         mlflow.set_tracking_uri(tracker.tracking_uri)
-        with mlflow.start_run(run_id=tracker.run_id):
+        with mlflow.start_run(run_id=tracker.run_id), _exported_as(model, program):
             info = mlflow.pytorch.log_model(
                 model, name=name, serialization_format="pt2", signature=signature,
                 input_example=example.numpy(), registered_model_name=registered_name,
-                params=dict(params or {}))
+                params=dict(params or {}), pip_requirements=model_requirements(),
+                # its check of the input example cannot run on a tensor model (the
+                # PyTorch flavor takes no list input): it would only warn, after a load
+                validate_serving_input=False)
         return str(info.registered_model_version) if registered_name else None
     except Exception as err:  # noqa: BLE001
         tracker._disable(f"log_model failed: {err}")

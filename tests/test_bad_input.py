@@ -56,8 +56,17 @@ def _image_folder(root: Path, bad: str | None = None) -> None:
     elif bad == "truncated":
         full = (root / "train" / "a" / "0.jpg").read_bytes()
         (root / "train" / "a" / "1.jpg").write_bytes(full[: len(full) // 2])
-    elif bad == "png":
-        _jpeg(root / "train" / "b" / "2.jpg", fmt="PNG")
+    elif bad == "not-an-image":
+        (root / "train" / "b" / "2.jpg").write_bytes(b"a text file named .jpg\n")
+
+
+def _own_images(root: Path, train: dict[str, int], val: int = 3) -> None:
+    """A folder for ``run --local --data``: PNGs, ``train[c]`` training images of class c."""
+    for cls, n in train.items():
+        for i in range(n):
+            _jpeg(root / "train" / cls / f"{i:03d}.png", fmt="PNG")
+        for i in range(val):
+            _jpeg(root / "val" / cls / f"{i:03d}.png", fmt="PNG")
 
 
 def make_bad_files(tmp: Path) -> Path:
@@ -80,8 +89,14 @@ def make_bad_files(tmp: Path) -> Path:
     blob = (tmp / "supernet.pt").read_bytes()
     (tmp / "truncated.pt").write_bytes(blob[: len(blob) // 2])
     save_weights(str(tmp / "weights.pt"), torch.nn.Linear(2, 2), {"kind": "subnet"})
-    for bad in ("empty-class", "truncated", "png"):
+    for bad in ("empty-class", "truncated", "not-an-image"):
         _image_folder(tmp / f"images-{bad}", bad)
+    _own_images(tmp / "own-one-class", {"cat": 40})
+    _own_images(tmp / "own-few", {"cat": 3, "dog": 40})
+    _own_images(tmp / "own-small", {"cat": 10, "dog": 10})
+    _own_images(tmp / "own-corrupt", {"cat": 40, "dog": 40})
+    (tmp / "own-corrupt" / "train" / "cat" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    _own_images(tmp / "own-no-train", {"cat": 0, "dog": 0})  # val/ only
     return tmp
 
 

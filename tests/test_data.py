@@ -184,6 +184,10 @@ def test_imagefolder_errors(tmp_path):
         load_splits(folder_cfg(tmp_path, tmp_path))  # one level too high
     with pytest.raises(DataError, match="nope: no such folder, or nothing in it"):
         load_splits(folder_cfg(tmp_path / "nope", tmp_path))
+    one = write_imagefolder(tmp_path / "one", classes=("cat",))  # said of the folder
+    with pytest.raises(DataError, match=r"one/train has images in 1 class folder \(cat\): an "
+                                        "image folder needs at least 2 classes"):
+        load_splits(folder_cfg(one, tmp_path))
 
 
 def test_imagefolder_empty_classes_and_other_files(tmp_path, caplog):
@@ -194,13 +198,13 @@ def test_imagefolder_empty_classes_and_other_files(tmp_path, caplog):
     (root / "train" / "dog" / ".DS_Store").write_bytes(b"\0")
     with caplog.at_level("WARNING"):
         splits = load_splits(folder_cfg(root, tmp_path))
-    assert "1 file(s) that are not JPEG images are left out: train/dog/notes.txt" in caplog.text
+    assert "1 file(s) that are not images are left out: train/dog/notes.txt" in caplog.text
     assert ".DS_Store" not in caplog.text
     assert splits.num_classes == 3
     (root / "train" / "fox").mkdir()
     (root / "val" / "fox").mkdir()
     with pytest.raises(DataError, match=r"class folder\(s\) \['train/fox', 'val/fox'\] hold "
-                                        "no JPEG images.*data.bad_images=skip"):
+                                        "no images.*data.bad_images=skip"):
         load_splits(folder_cfg(root, tmp_path))
     from scarletnas import shards
 
@@ -226,7 +230,7 @@ def test_bad_images_fail_preparation_or_are_skipped_and_reported(tmp_path, caplo
         return PipelineConfig(data=folder_cfg(root, tmp_path, bad_images=policy),
                               space=SpaceConfig(width_mult=0.25))
 
-    with pytest.raises(DataError, match="2 of 24 images in .* cannot be decoded as JPEG: .*0.jpg "
+    with pytest.raises(DataError, match="2 of 24 images in .* cannot be decoded: .*0.jpg "
                                         "\\(Image is incomplete or truncated\\).*set "
                                         "data.bad_images=skip"):
         manifest.prepare(cfg("fail"))
@@ -236,7 +240,7 @@ def test_bad_images_fail_preparation_or_are_skipped_and_reported(tmp_path, caplo
         splits, _, described = manifest.prepare(cfg("skip"))
     assert described["skipped_images"] == [
         {"image": "train/cat/0.jpg", "why": "Image is incomplete or truncated"},
-        {"image": "val/dog/1.jpg", "why": "Not a JPEG file: starts with 0x89 0x50"}]
+        {"image": "val/dog/1.jpg", "why": "not an image Pillow can read"}]
     assert "2 of 24 images do not decode and are left out" in caplog.text
     names = lambda part: {part.name(i) for i in range(len(part))}  # noqa: E731
     assert len(splits.train) + len(splits.val) == 17 and len(splits.test) == 5
@@ -264,3 +268,49 @@ def test_distorted_digits_are_deterministic_and_harder():
     assert (copies[0] - copies[1]).abs().mean() > 20  # each copy distorted differently
     other = load_splits(DataConfig(dataset="distorted-digits", input_size=16, seed=1))
     assert not torch.equal(other.train.images[:50], hard.train.images[:50])
+
+
+def test_png_and_other_image_formats_are_stored_as_jpeg_in_the_shards(tmp_path):
+    """An image folder of PNGs (RGB, with alpha, palette), WebP, BMP, GIF, TIFF and a
+    PNG named .jpg is prepared like one of JPEGs: each image is re-encoded once as a
+    JPEG (the one format every step and the GPU decoder read), JPEGs are kept byte
+    for byte, and the pixels a step reads are those of the source."""
+    from PIL import Image
+    from torchvision.io import decode_jpeg
+
+    from scarletnas import shards
+
+    y, x = np.mgrid[0:32, 0:40]
+    smooth = np.stack([x * 6, y * 7, (x + y) * 3], -1).astype(np.uint8)
+    saves = {"0.png": lambda p: Image.fromarray(smooth).save(p),
+             "1.jpg": lambda p: Image.fromarray(smooth).save(p, quality=90),
+             "2.webp": lambda p: Image.fromarray(smooth).save(p, lossless=True),
+             "3.bmp": lambda p: Image.fromarray(smooth).save(p),
+             "4.png": lambda p: Image.fromarray(smooth).convert("RGBA").save(p),
+             "5.gif": lambda p: Image.fromarray(smooth).quantize(256).save(p),
+             "6.tiff": lambda p: Image.fromarray(smooth).save(p),
+             "7.jpg": lambda p: Image.fromarray(smooth).save(p, "PNG")}  # misnamed
+    root = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for name, save in saves.items():
+                save(root / split / c / name)
+    cfg = folder_cfg(root, tmp_path)
+    index, meta = shards.prepare(cfg, shards.default_root(cfg))
+    assert meta["ignored_files"] == [] and meta["skipped_images"] == []
+    splits = shards.open_index(index, cfg)
+    assert len(splits.train) + len(splits.val) == 16 and len(splits.test) == 16
+    for part, split in ((splits.train, "train"), (splits.val, "train"), (splits.test, "val")):
+        for i in range(len(part)):
+            stored = part.read(i)
+            source = root / split / part.name(i)
+            assert bytes(stored[:2].tolist()) == b"\xff\xd8", source  # a JPEG
+            if source.read_bytes()[:2] == b"\xff\xd8":
+                assert stored.numpy().tobytes() == source.read_bytes()
+            with Image.open(source) as img:
+                want = np.asarray(img.convert("RGB"), np.float32)
+            got = decode_jpeg(stored).permute(1, 2, 0).numpy().astype(np.float32)
+            assert np.abs(got - want).mean() < 3, source  # JPEG at quality 95
+    x, labels = next(iter(Batches(splits, "train", 4, train=True, seed=0)))
+    assert x.shape == (4, 3, 24, 24) and labels.shape == (4,)

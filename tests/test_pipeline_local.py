@@ -1,26 +1,106 @@
-"""The default pipeline, end to end, as `make run` executes it (kfp.local)."""
+"""The default pipeline, end to end, as `make run` executes it (kfp.local), and
+what a local run prints."""
 
+import io
 import json
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from scarletnas.cli import build_parser, main
 from scarletnas.config import DataConfig, load_pipeline_config
 from scarletnas.data import Batches, load_splits
-from scarletnas.pipeline.cli import run_local
+from scarletnas.pipeline.cli import _local_config, run_local
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
+    """The one end-to-end run the tests share: its root, outputs and what it printed."""
     root = tmp_path_factory.mktemp("local")
-    out = run_local(load_pipeline_config(), root)
-    return root, out
+    printed = io.StringIO()
+    out = run_local(load_pipeline_config(), root, echo=printed)
+    return root, out, printed.getvalue()
+
+
+def test_a_local_run_prints_one_line_per_step_then_the_results(local_run):
+    root, out, printed = local_run
+    lines = printed.splitlines()
+    steps = [line.split()[0] for line in lines if re.match(r"[a-z-]+ +[\d.]+ (s|min)", line)]
+    assert steps[:4] == ["start-run", "prepare-data", "train-supernet", "search"]
+    assert sorted(steps[4:8]) == ["evaluate", "evaluate", "retrain", "retrain"]
+    assert steps[8:] == ["summarize", "finish-run"]
+    for headline in (r"prepare-data +[\d.]+ s  prepared digits data: 10 classes, [\d,]+ train / "
+                     r"[\d,]+ val / [\d,]+ test images at 16 px",
+                     r"train-supernet .* sampled-path accuracy \d+\.\d% ± \d+\.\d%",
+                     r"search .* Pareto front of \d+, hypervolume [\d.]+",
+                     r"retrain .* retrained [a-z0-9-]+: val accuracy \d+\.\d%",
+                     r"evaluate .* evaluated [a-z0-9-]+: test accuracy \d+\.\d%"):
+        assert re.search(f"^{headline}", printed, re.M), headline
+    assert "(champion)" in printed  # the leaderboard
+    assert f"outputs:   {out['run_dir']}" in printed
+    assert lines[-1] == f"MLflow UI: scarlet-nas ui --output-dir {root}"
+    # none of KFP's own output: no executor input, no warnings meant for other setups
+    assert len(lines) < 40
+    assert "executor" not in printed.lower() and '"outputs": {' not in printed
+    assert "Warning" not in printed and "DockerRunner" not in printed
+    # which is kept, per step, under the run's outputs
+    logs = Path(out["logs"])
+    assert "Got executor_input" in next(logs.glob("*-prepare-data.log")).read_text()
+    assert "DockerRunner" in (logs / "kfp.log").read_text()
+
+
+def test_a_failed_step_ends_the_run_with_its_own_error(tmp_path, capsys):
+    """A CIFAR-10 folder without its batches passes every check made before the run;
+    prepare_data finds it out. The step's own error is the last line, naming it."""
+    code = main(["run", "--local", "--output-dir", str(tmp_path / "run"), "--set",
+                 "data.dataset=cifar10", "--set", f"data.source={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"scarlet-nas: error: prepare-data failed: {tmp_path}/data_batch_1: missing; a "
+        "CIFAR-10 folder holds data_batch_1..5 and test_batch (the python version)")
+    assert re.search(r"^prepare-data +[\d.]+ s  FAILED \(its log: .*02-prepare-data\.log\)$",
+                     out, re.M)
+    assert re.search(r"^finish-run ", out, re.M)  # the exit handler closed the MLflow run
+    assert "Traceback" not in out + err  # bad input: the traceback is in the step's log
+    log = next((tmp_path / "run" / "logs").rglob("02-prepare-data.log")).read_text()
+    assert "Traceback" in log and "data_batch_1: missing" in log
+
+
+def _own_images(root: Path, size=(70, 50), per_class=40) -> Path:
+    from PIL import Image
+
+    for split, n in (("train", per_class), ("val", 3)):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", size, (30 * i % 255, 90, 0)).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_data_short_form_picks_the_folder_and_an_input_size(tmp_path, capsys):
+    """`run --local --data DIR`: an image folder at DIR, at an input size fitted to its
+    images (the median shorter side, 50 px, to a multiple of 8), said on the way; a
+    size that is set wins. Nothing runs until the config is resolved."""
+    folder = _own_images(tmp_path / "mine")
+    cfg = _local_config(build_parser().parse_args(["run", "--local", "--data", str(folder)]))
+    assert (cfg.data.dataset, cfg.data.source, cfg.data.input_size) == (
+        "imagefolder", str(folder), 48)
+    said = capsys.readouterr().out
+    assert f"{folder}: 2 classes (cat, dog), 80 training and 6 test images" in said
+    assert "input size 48 px: the median shorter side of 64 sampled training images is 50 px" \
+        in said
+    cfg = _local_config(build_parser().parse_args(
+        ["run", "--local", "--data", str(folder), "--set", "data.input_size=24"]))
+    assert cfg.data.input_size == 24 and "input size" not in capsys.readouterr().out
 
 
 def test_pareto_front_is_non_empty_and_non_dominated(local_run):
-    _, out = local_run
+    _, out, _ = local_run
     front_json = Path(out["pareto_png"]).with_name("front.json")
     front = json.loads(front_json.read_text())["front"]
     assert front
@@ -34,7 +114,7 @@ def test_pareto_front_is_non_empty_and_non_dominated(local_run):
 def test_retrained_models_are_accurate_and_exported(local_run):
     import onnxruntime as ort
 
-    _, out = local_run
+    _, out, _ = local_run
     board = Path(out["leaderboard"]).read_text()
     assert "(champion)" in board
     summaries = [json.loads(p.read_text()) for p in
@@ -42,7 +122,7 @@ def test_retrained_models_are_accurate_and_exported(local_run):
     assert len(summaries) == 2
     best = max(summaries, key=lambda s: s["test_top1"])
     assert best["test_top1"] >= 0.9
-    assert all(s["onnx_max_abs_diff"] < 1e-4 for s in summaries)
+    assert all(s["onnx_max_abs_diff"] < 1e-4 and s["pt2_max_abs_diff"] < 1e-5 for s in summaries)
     splits = load_splits(DataConfig(input_size=16))
     x, y = next(iter(Batches(splits, "test", 64, train=False)))
     onnx_files = [Path(p) for p in out["exported_models"] if p.endswith(".onnx")]
@@ -63,7 +143,7 @@ def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
     import onnxruntime as ort
     from mlflow import MlflowClient
 
-    _, out = local_run
+    _, out, _ = local_run
     client = MlflowClient(out["tracking_uri"])
     exp = client.get_experiment_by_name("scarlet-nas")
     runs = client.search_runs([exp.experiment_id], max_results=100)
@@ -93,8 +173,17 @@ def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
     summaries = {json.loads(p.read_text())["mlflow_run_id"]: p.parent
                  for p in Path(out["run_dir"]).rglob("evaluate/summary")}
     onnx_path = summaries[version.run_id] / "exported" / "model.onnx"
+    # one torch.export made all three: MLflow logged the very program of model.pt2
+    logged = Path(mlflow.artifacts.download_artifacts("models:/scarlet-nas@champion"))
+    assert _members(logged / "data" / "model.pt2") == _members(onnx_path.with_suffix(".pt2"))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         np.testing.assert_allclose(model(x).numpy(), session.run(None, {"image": x.numpy()})[0],
                                    atol=1e-4)
+
+
+def _members(pt2: Path) -> dict[str, bytes]:
+    """A .pt2 archive's files (under its top folder, which is named after the file)."""
+    with zipfile.ZipFile(pt2) as z:
+        return {name.split("/", 1)[1]: z.read(name) for name in z.namelist()}

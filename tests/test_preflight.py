@@ -71,3 +71,42 @@ def test_a_training_process_failure_is_final_when_its_error_is(tmp_path):
             with final_failure(state, "train_supernet"):
                 raise WorkerError(1, kind, f"{kind}: boom")
         assert os.path.exists(os.path.join(state, "failed.json")) == final
+
+
+def test_a_space_too_deep_for_its_input_is_refused_naming_the_smallest_that_works():
+    from scarletnas.preflight import check_geometry, smallest_input
+    from scarletnas.space import SearchSpace
+
+    for preset, need in (("imagenet", 32), ("small", 4), ("compact", 4)):
+        space = SearchSpace.named(preset, num_classes=2, input_size=need)
+        assert smallest_input(space) == need
+        check_geometry(space, preset)
+        with pytest.raises(ConfigError, match=f"use data.input_size={need} or more"):
+            check_geometry(SearchSpace.named(preset, num_classes=2, input_size=need - 1), preset)
+
+
+@pytest.mark.parametrize("ref,ok", [
+    ("scarlet-nas:0.1.0", True), ("registry.example.com:5000/team/scarlet-nas:v1", True),
+    ("ghcr.io/org/img@sha256:" + "a" * 64, True), ("localhost/x_y.z__w", True),
+    ("Registry.Example.com/team/img", True), ("[::1]:5000/img:tag", True),
+    ("bad image name", False), ("Team/img", False), ("img:", False), ("img:-tag", False),
+    ("img@sha256:abc", False), ("", False), ("a" * 256, False), ("team//img", False)])
+def test_image_references_follow_the_oci_grammar(ref, ok):
+    from scarletnas.preflight import check_image
+
+    if ok:
+        check_image(ref)
+    else:
+        with pytest.raises(ConfigError, match="is not a container image reference"):
+            check_image(ref)
+
+
+def test_the_input_size_of_ones_own_images_is_their_median_shorter_side():
+    from scarletnas.preflight import ImageFolder, input_size_for
+
+    def size(*sides):
+        return input_size_for(ImageFolder("x", {"a": 5, "b": 5}, 2, list(sides)))
+
+    assert size(61, 30, 500) == 64  # the median, to a multiple of 8
+    assert size(10, 12, 9) == 16 and size(900, 1200, 3000) == 224  # within 16..224
+    assert size() == 16
