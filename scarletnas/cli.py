@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .space import ArchError, SearchSpace
 
@@ -155,8 +156,6 @@ def _tracker(cfg, name: str):
 
 def cmd_train_supernet(args) -> int:
     """The pipeline's prepare_data and train_supernet stages, run here."""
-    from pathlib import Path
-
     from . import stages
     from .storage import check_writable
 
@@ -175,8 +174,6 @@ def cmd_train_supernet(args) -> int:
 
 def cmd_search(args) -> int:
     """The pipeline's search stage, on the data and space the supernet was trained on."""
-    from pathlib import Path
-
     from . import manifest, stages
     from .storage import check_writable, join
 
@@ -192,8 +189,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_dev(args) -> int:
-    from pathlib import Path
-
     from .devstack import Stack
 
     state = Path(args.dir, "state.json")
@@ -220,6 +215,17 @@ def cmd_dev(args) -> int:
     for k, v in stack.env().items():
         print(f"export {k}={v}")
     print(f"# bucket: s3://scarlet-nas   MLflow UI: {stack.tracking_uri}")
+    return 0
+
+
+def cmd_make_shapes(args) -> int:
+    from .synthetic import write_shapes
+
+    if Path(args.dir).exists() and any(Path(args.dir).iterdir()):
+        raise ValueError(f"{args.dir} is not empty: give a new folder for the generated images")
+    root = write_shapes(args.dir, args.classes, args.size, args.train, args.val, args.seed)
+    print(f"wrote {args.classes} classes x ({args.train} train + {args.val} val) images of "
+          f"{args.size} px to {root}; try it: scarlet-nas run --local --data {root}")
     return 0
 
 
@@ -291,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", default="search-out", help="output folder or s3:// prefix")
     search.set_defaults(func=cmd_search)
 
+    shapes = sub.add_parser("make-shapes", help="write a generated image folder (shapes, "
+                            "2-20 classes, any size) to try the pipeline on")
+    shapes.add_argument("dir")
+    shapes.add_argument("--classes", type=int, default=10, help="2..20")
+    shapes.add_argument("--size", type=int, default=32, help="image side in pixels")
+    shapes.add_argument("--train", type=int, default=200, help="training images per class")
+    shapes.add_argument("--val", type=int, default=60, help="validation images per class")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.set_defaults(func=cmd_make_shapes)
+
     dev = sub.add_parser("dev", help="start/stop a local S3 server and MLflow server")
     dev.add_argument("action", choices=["up", "down"])
     dev.add_argument("--dir", default=".scarlet-nas-dev", help="data, logs and state")
@@ -324,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise
         print(f"scarlet-nas: error: {message}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_status", 2)  # 2: refused; a failed local run's step: 1
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 - ``digits``: scikit-learn's bundled 8x8 digits (real data, no download).
 - ``cifar10``: the CIFAR-10 python batches (data_batch_1..5, test_batch) from
   a folder or an s3:// prefix, prepared once into PNG shards, held in memory.
-- ``imagefolder``: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, local or
+- ``imagefolder``: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg`` (or .png,
+  .webp, ...: stored as JPEG in the shards), local or
   under an s3:// prefix, prepared once into shards that every step streams
   (``shards``).
 
@@ -450,6 +451,11 @@ class Batches:
             feed.close()
 
 
+# up to this input size image folders train as CIFAR does (the whole image, padded
+# random crops, flips); above it as ImageNet does (RandomResizedCrop, 0.875 centre crop)
+SMALL_IMAGES = 64
+
+
 class _JpegDataset:
     """Reads, decodes and augments JPEGs; each sample seeded by (seed, epoch, index)."""
 
@@ -458,8 +464,13 @@ class _JpegDataset:
         from torchvision.transforms import v2
 
         self.data, self.size, self.train, self.raw = data, size, train, raw
+        small = size <= SMALL_IMAGES
         if train:
-            steps = [v2.RandomResizedCrop(size, antialias=True)]
+            # RandomResizedCrop keeps as little as 8% of an image: right for ImageNet's
+            # objects, but at CIFAR scale it crops away what tells the classes apart
+            steps = ([v2.Resize(size, antialias=True), v2.CenterCrop(size),
+                      v2.RandomCrop(size, padding=max(1, size // 8), padding_mode="reflect")]
+                     if small else [v2.RandomResizedCrop(size, antialias=True)])
             if flip:
                 steps.append(v2.RandomHorizontalFlip())
             policy = _policy(augment)
@@ -467,8 +478,8 @@ class _JpegDataset:
                 steps.append(policy)
             self.transform = v2.Compose(steps)
         else:
-            self.transform = v2.Compose([v2.Resize(int(round(size / 0.875)), antialias=True),
-                                         v2.CenterCrop(size)])
+            resize = size if small else int(round(size / 0.875))
+            self.transform = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
 
     def _read(self, i: int) -> torch.Tensor:
         return self.data.read(i)
