@@ -170,12 +170,21 @@ class SupernetConfig(RunConfig):
     zero_init_residual: bool = True  # every residual choice starts as the identity
     warm_up_ops: bool = True  # CUDA: run every choice op once before training
     check_paths: int = 20  # random paths scored after training to tell if it learned
+    # while the sampled paths are below half-way from chance to 100% and the last
+    # round raised them by at least min_gain, train another round of the same length
+    # (a cosine restart at half the lr), at most this many times; 0: one schedule
+    extensions: int = 0
+    min_gain: float = 0.02
 
     def __post_init__(self):
         super().__post_init__()
         _choice("sampling", self.sampling, "sampling", "SAMPLERS")
         _choice("stabilizer_init", self.stabilizer_init, "ops", "STABILIZER_INITS")
         _check(self.check_paths >= 0, "supernet.check_paths must be >= 0 (0: no check)")
+        _check(self.extensions >= 0, "supernet.extensions must be >= 0 (0: one schedule)")
+        _check(self.extensions == 0 or self.check_paths > 0, "supernet.extensions needs the "
+               "sampled-path check: set supernet.check_paths > 0 (e.g. 20)")
+        _check(0 <= self.min_gain < 1, "supernet.min_gain must be in [0, 1)")
 
 
 @dataclass
@@ -253,6 +262,9 @@ class SpaceConfig:
     preset: str = "compact"  # compact (the local default), small (19 layers) or imagenet
     width_mult: float = 0.5
     allow_skip: bool = True
+    # a shortcut (pool + 1x1 conv) on the layers that change width or stride, so
+    # every layer is residual and weight sharing learns; false: the paper's network
+    shortcut: bool = True
 
     def __post_init__(self):
         from .space import SearchSpace
@@ -371,7 +383,8 @@ class ResourcesConfig:
 
 
 def _local_supernet() -> SupernetConfig:
-    return SupernetConfig(optim=OptimConfig(epochs=18, warmup_epochs=1, lr=0.1), log_every=10)
+    return SupernetConfig(optim=OptimConfig(epochs=18, warmup_epochs=1, lr=0.1), log_every=10,
+                          extensions=3)
 
 
 def _local_retrain() -> RetrainConfig:

@@ -100,8 +100,8 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
 def _train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
                     tracker: Tracker) -> dict:
     from .checkpoint import save_supernet
+    from .train import extension_round, should_extend, world
     from .train import train_supernet as train
-    from .train import world
 
     splits, space, manifest = _open(cfg, dataset, tracker)
     tracker.params(to_dict(cfg.supernet), "supernet.")
@@ -109,35 +109,56 @@ def _train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint
                   "stabilizer": cfg.supernet.stabilizer, "sampling": cfg.supernet.sampling})
     curve: list[tuple[int, float]] = []
     last: dict = {}
+    done = [0]  # steps of the rounds before this one: one step axis for every round
 
     def on_metrics(metrics: dict, step: int) -> None:
-        tracker.metrics(metrics, step)
+        tracker.metrics(metrics, done[0] + step)
         if "supernet/loss" in metrics:
-            curve.append((step, metrics["supernet/loss"]))
+            curve.append((done[0] + step, metrics["supernet/loss"]))
             last.update(metrics)
 
     t = time.perf_counter()
     supernet, result = train(space, splits, cfg.supernet, checkpoint_uri=checkpoint_uri or None,
                              callback=on_metrics)
+    resumed_from, stopped_early = result.resumed_from, result.stopped_early
+    check = check_supernet(cfg, supernet, splits, tracker, step=result.steps)
+    checks = [check]
+    while not stopped_early and (why := should_extend(cfg.supernet, checks)):
+        n = len(checks)
+        log.info("supernet: training extension round %d of at most %d: %s", n,
+                 cfg.supernet.extensions, why)
+        done[0] += result.steps
+        supernet, result = train(space, splits, extension_round(cfg.supernet, n),
+                                 checkpoint_uri=f"{checkpoint_uri}.round{n}"
+                                 if checkpoint_uri else None, callback=on_metrics,
+                                 supernet=supernet)
+        stopped_early = result.stopped_early
+        check = check_supernet(cfg, supernet, splits, tracker, step=done[0] + result.steps)
+        checks.append(check)
+    steps = done[0] + result.steps
     minutes = (time.perf_counter() - t) / 60
-    check = check_supernet(cfg, supernet, splits, tracker)
     if world()[0] == 0:
-        save_supernet(out_path, supernet.cpu(), {"steps": result.steps, "path_check": check})
+        save_supernet(out_path, supernet.cpu(), {"steps": steps, "path_check": check})
     _log_png(tracker, curve_png(curve, "supernet training loss", "loss"), "supernet_loss.png")
-    out = {"steps": result.steps, "resumed_from_step": result.resumed_from,
+    out = {"steps": steps, "resumed_from_step": resumed_from, "extension_rounds": len(checks) - 1,
            "final_loss": last.get("supernet/loss", float("nan")),
            "final_train_acc": last.get("supernet/acc", float("nan")), "minutes": minutes}
     tracker.parent.metrics({"supernet_final_loss": out["final_loss"],
-                            "supernet_final_train_acc": out["final_train_acc"]})
+                            "supernet_final_train_acc": out["final_train_acc"],
+                            "supernet_steps": steps})
     if check:
         out.update({"sampled_top1_mean": check["top1_mean"],
                     "sampled_top1_std": check["top1_std"], "learned": int(check["learned"])})
+        if len(checks) > 1:
+            out["sampled_top1_by_round"] = [round(c["top1_mean"], 4) for c in checks]
     return out
 
 
-def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Tracker) -> dict:
+def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Tracker,
+                   step: int = 0) -> dict:
     """Score random paths of a trained supernet and say loudly if it has not learned:
-    a warning in the log, MLflow metrics, and tags on this run and the parent run."""
+    a warning in the log, MLflow metrics (at ``step``: one point per training
+    round), and tags on this run and the parent run."""
     from .evaluate import sampled_path_check
 
     if not cfg.supernet.check_paths:
@@ -145,8 +166,8 @@ def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Track
     check = sampled_path_check(supernet, splits, cfg.eval, cfg.supernet.check_paths,
                                seed=cfg.search.seed, amp=cfg.supernet.amp)
     tracker.metrics({f"supernet/sampled_top1_{k}": check[f"top1_{k}"]
-                     for k in ("mean", "std", "min", "max")})
-    tracker.metrics({"supernet/learned": int(check["learned"])})
+                     for k in ("mean", "std", "min", "max")}, step)
+    tracker.metrics({"supernet/learned": int(check["learned"])}, step)
     tags = {"supernet_learned": str(check["learned"]).lower()}
     tracker.tags(tags)
     tracker.parent.tags(tags)
@@ -315,12 +336,12 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
              tracker: Tracker) -> dict:
     """Test accuracy, cost, measured latency, the torch.export program and ONNX
     files (each checked against the model), and the model logged and registered
-    in MLflow."""
+    in MLflow: the model is exported once, and all three come from that program."""
     from .budget import budgets, within_budget
     from .checkpoint import load_weights
     from .complexity import arch_cost
     from .evaluate import accuracy
-    from .export import check_onnx, check_program, export_onnx, export_program
+    from .export import check_onnx, check_program, export, export_onnx, save_program
     from .latency import model_latency_ms
     from .subnet import build_subnet
     from .tracking import log_model
@@ -333,8 +354,9 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     test = accuracy(model, Batches(splits, "test", train=False))
     cost = arch_cost(space, arch)
     latency_ms = model_latency_ms(model, space.input_size, "cpu", repeats=20)
-    pt2 = export_program(model, space.input_size, Path(export_dir, "model.pt2"))
-    onnx = export_onnx(model, space.input_size, Path(export_dir, "model.onnx"))
+    program = export(model, space.input_size)
+    pt2 = save_program(program, Path(export_dir, "model.pt2"))
+    onnx = export_onnx(program, space.input_size, Path(export_dir, "model.onnx"))
     summary = {
         "arch": arch, "test_top1": test["top1"], "test_top5": test["top5"],
         "test_loss": test["loss"], "val_top1": blob["meta"].get("val_top1"),
@@ -351,7 +373,8 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     tracker.params(described)
     tracker.tags({"arch": arch})
     version = log_model(tracker, model, space.input_size,
-                        registered_name=cfg.tracking.registered_model or None, params=described)
+                        registered_name=cfg.tracking.registered_model or None, params=described,
+                        program=program)
     summary["registered_version"] = version
     summary["mlflow_run_id"] = tracker.run_id
     return summary
@@ -393,9 +416,12 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
 
 def component_context(config: str, tracking_uri: str, parent_run_id: str,
                       run_name: str) -> tuple[PipelineConfig, Tracker]:
-    """What every component starts with: its validated config and a child run."""
+    """What every component starts with: its validated config and a child run (and
+    its uncaught error recorded where a local run reads it)."""
     from .config import pipeline_config_from_json
+    from .preflight import record_errors
 
+    record_errors()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = pipeline_config_from_json(config)
     return cfg, Tracker.for_task(tracking_uri, cfg.tracking.experiment, run_name, parent_run_id)

@@ -18,6 +18,7 @@ parameters the path did not use.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -310,14 +311,17 @@ def _prepare(model: nn.Module, device: torch.device, run: RunConfig) -> nn.Modul
 
 def train_supernet(space: SearchSpace, splits: Splits, cfg: SupernetConfig, *,
                    checkpoint_uri: str | None = None, callback: MetricsCallback | None = None,
-                   on_epoch_end: Callable[[Supernet, int], dict] | None = None
-                   ) -> tuple[Supernet, FitResult]:
-    """Train a weight-sharing supernet with uniform or strict-fair path sampling."""
+                   on_epoch_end: Callable[[Supernet, int], dict] | None = None,
+                   supernet: Supernet | None = None) -> tuple[Supernet, FitResult]:
+    """Train a weight-sharing supernet with uniform or strict-fair path sampling;
+    a fresh one, or ``supernet`` further (an extension round)."""
     _check_space(space, splits)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    supernet = _prepare(Supernet(space, cfg.stabilizer, cfg.stabilizer_init,
-                                 zero_init_residual=cfg.zero_init_residual), device, cfg)
+    if supernet is None:
+        supernet = Supernet(space, cfg.stabilizer, cfg.stabilizer_init,
+                            zero_init_residual=cfg.zero_init_residual)
+    supernet = _prepare(supernet, device, cfg)
     batches = _train_batches(splits, cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -332,6 +336,29 @@ def train_supernet(space: SearchSpace, splits: Splits, cfg: SupernetConfig, *,
                  fingerprint=_fingerprint("supernet", space, cfg),
                  desc="supernet")
     return supernet, result
+
+
+def extension_round(cfg: SupernetConfig, round_: int) -> SupernetConfig:
+    """The schedule of extension ``round_`` (1, 2, ...): as long as the first, a cosine
+    restart from lr / 2**round_ without warm-up, and other paths and data order."""
+    optim = dataclasses.replace(cfg.optim, lr=cfg.optim.lr / 2 ** round_, warmup_epochs=0)
+    return dataclasses.replace(cfg, optim=optim, seed=cfg.seed + 1000 * round_, max_steps=0)
+
+
+def should_extend(cfg: SupernetConfig, checks: list[dict]) -> str:
+    """Why another round is worth training after ``checks`` (one sampled-path check
+    per round so far), or "" to stop."""
+    if len(checks) > cfg.extensions or not checks[-1]:
+        return ""
+    top1, chance = checks[-1]["top1_mean"], checks[-1]["chance"]
+    target = chance + 0.5 * (1 - chance)
+    if top1 >= target:
+        return ""
+    if len(checks) > 1 and top1 - checks[-2]["top1_mean"] < cfg.min_gain:
+        return ""
+    return (f"sampled paths score {100 * top1:.1f}%, below half-way from chance to 100% "
+            f"({100 * target:.1f}%)" + (f", up {100 * (top1 - checks[-2]['top1_mean']):.1f} pp "
+                                        "in the last round" if len(checks) > 1 else ""))
 
 
 def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *,
