@@ -154,16 +154,20 @@ class LocalConsole:
 
         self.logs.mkdir(parents=True, exist_ok=True)
         self.echo = self.echo or sys.stdout
-        self._patch(task_dispatcher, "run_single_task_implementation", self._run_task)
-        self._patch(subprocess_task_handler, "run_local_subprocess", self._run_process)
-        if not self.verbose:  # KFP's logging, prints and warnings: into kfp.log
-            kfp_log = self._stack.enter_context(open(self.logs / "kfp.log", "a"))
-            self._stack.enter_context(contextlib.redirect_stdout(kfp_log))
-            self._stack.enter_context(contextlib.redirect_stderr(kfp_log))
-            self._stack.enter_context(warnings.catch_warnings())
-            warnings.showwarning = lambda message, category, filename, lineno, file=None, \
-                line=None: kfp_log.write(warnings.formatwarning(message, category, filename,
-                                                                lineno, line))
+        try:
+            self._patch(task_dispatcher, "run_single_task_implementation", self._run_task)
+            self._patch(subprocess_task_handler, "run_local_subprocess", self._run_process)
+            if not self.verbose:  # KFP's logging, prints and warnings: into kfp.log
+                kfp_log = self._stack.enter_context(open(self.logs / "kfp.log", "a"))
+                self._stack.enter_context(contextlib.redirect_stdout(kfp_log))
+                self._stack.enter_context(contextlib.redirect_stderr(kfp_log))
+                self._stack.enter_context(warnings.catch_warnings())
+                warnings.showwarning = lambda message, category, filename, lineno, file=None, \
+                    line=None: kfp_log.write(warnings.formatwarning(message, category, filename,
+                                                                    lineno, line))
+        except BaseException:  # leave kfp as it was
+            self._stack.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

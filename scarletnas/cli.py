@@ -156,6 +156,9 @@ def _tracker(cfg, name: str):
 
 def cmd_train_supernet(args) -> int:
     """The pipeline's prepare_data and train_supernet stages, run here."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from . import stages
     from .storage import check_writable
 

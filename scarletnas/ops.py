@@ -63,7 +63,7 @@ def projection(cin: int, cout: int, stride: int) -> nn.Sequential:
     (as AttentiveNAS and BigNAS give every block one)."""
     mods: list[nn.Module] = []
     if stride > 1:
-        mods.append(nn.AvgPool2d(stride, ceil_mode=True))
+        mods.append(nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False))
     if cin != cout:
         mods += conv_bn(cin, cout, 1, act=False)
     return nn.Sequential(*mods)

@@ -57,7 +57,7 @@ from .data import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: image formats other than JPEG are accepted (re-encoded)
 INDEX = "index.npz"
 SPLITS = ("train", "val", "test")
 DATASETS = ("imagefolder", "cifar10")  # the datasets prepared into shards
@@ -370,6 +370,18 @@ def _jpeg_problem(data: bytes) -> str | None:
     return None
 
 
+def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit or float grey levels scaled to 0..255 (Pillow's own conversion
+    clips them, turning a 16-bit scan white)."""
+    floats = np.issubdtype(pixels.dtype, np.floating)
+    pixels = pixels.astype(np.float64)
+    if floats and pixels.max(initial=0) <= 1.0:
+        pixels = pixels * 255.0
+    elif pixels.max(initial=0) > 255:
+        pixels = pixels / 257.0  # 16-bit range onto 8 bits
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
 def as_jpeg(data: bytes) -> tuple[bytes, str | None]:
     """A JPEG as it is, or another image Pillow decodes re-encoded as a JPEG (alpha
     over white, the first frame of an animation); and why it does not decode, or None."""
@@ -384,6 +396,8 @@ def as_jpeg(data: bytes) -> tuple[bytes, str | None]:
                 rgba = img.convert("RGBA")
                 rgb = Image.new("RGB", img.size, (255, 255, 255))
                 rgb.paste(rgba, mask=rgba.getchannel("A"))
+            elif img.mode.startswith("I") or img.mode == "F":
+                rgb = Image.fromarray(_to_8_bits(np.asarray(img))).convert("RGB")
             else:
                 rgb = img.convert("RGB")
             out = io.BytesIO()

@@ -71,7 +71,7 @@ class Layer:
 
     @property
     def residual(self) -> bool:
-        """The layer keeps its input: it adds an identity or a projection."""
+        """Stride and width stay: a block here adds its input back (the identity)."""
         return self.stride == 1 and self.in_channels == self.out_channels
 
 

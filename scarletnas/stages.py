@@ -123,12 +123,12 @@ def _train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint
     resumed_from, stopped_early = result.resumed_from, result.stopped_early
     check = check_supernet(cfg, supernet, splits, tracker, step=result.steps)
     checks = [check]
-    while not stopped_early and (why := should_extend(cfg.supernet, checks)):
+    while not stopped_early and (why := _agreed(should_extend(cfg.supernet, checks))):
         n = len(checks)
         log.info("supernet: training extension round %d of at most %d: %s", n,
                  cfg.supernet.extensions, why)
         done[0] += result.steps
-        supernet, result = train(space, splits, extension_round(cfg.supernet, n),
+        supernet, result = train(space, splits, extension_round(cfg.supernet, n, done[0]),
                                  checkpoint_uri=f"{checkpoint_uri}.round{n}"
                                  if checkpoint_uri else None, callback=on_metrics,
                                  supernet=supernet)
@@ -149,9 +149,23 @@ def _train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint
     if check:
         out.update({"sampled_top1_mean": check["top1_mean"],
                     "sampled_top1_std": check["top1_std"], "learned": int(check["learned"])})
-        if len(checks) > 1:
-            out["sampled_top1_by_round"] = [round(c["top1_mean"], 4) for c in checks]
+        for n, c in enumerate(checks[:-1]):  # scalars: KFP metrics take no lists
+            out[f"sampled_top1_round{n}"] = c["top1_mean"]
     return out
+
+
+def _agreed(decision: str) -> str:
+    """Rank 0's decision, on every rank: their checks could differ by an image
+    (cuDNN autotuning, bf16), and a rank that trains alone would hang the others."""
+    import torch.distributed as dist
+
+    from .train import world
+
+    if world()[1] == 1:
+        return decision
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Tracker,

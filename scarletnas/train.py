@@ -283,8 +283,9 @@ def _fingerprint(kind: str, space: SearchSpace, cfg: RunConfig, arch: str = "") 
     """What a checkpoint must agree on to be resumed: all but where to stop
     and how often to log."""
     config = to_dict(cfg)
-    for key in ("max_steps", "log_every", "checkpoint_every", "device"):
-        config.pop(key)
+    for key in ("max_steps", "log_every", "checkpoint_every", "device",
+                "check_paths", "extensions", "min_gain"):  # decided after a schedule ends
+        config.pop(key, None)
     return {"kind": kind, "arch": arch, "space": space.to_dict(), "config": config}
 
 
@@ -338,17 +339,20 @@ def train_supernet(space: SearchSpace, splits: Splits, cfg: SupernetConfig, *,
     return supernet, result
 
 
-def extension_round(cfg: SupernetConfig, round_: int) -> SupernetConfig:
+def extension_round(cfg: SupernetConfig, round_: int, steps_done: int) -> SupernetConfig:
     """The schedule of extension ``round_`` (1, 2, ...): as long as the first, a cosine
-    restart from lr / 2**round_ without warm-up, and other paths and data order."""
+    restart from lr / 2**round_ without warm-up, and other paths and data order;
+    ``max_steps`` still caps the whole run (``steps_done`` so far)."""
     optim = dataclasses.replace(cfg.optim, lr=cfg.optim.lr / 2 ** round_, warmup_epochs=0)
-    return dataclasses.replace(cfg, optim=optim, seed=cfg.seed + 1000 * round_, max_steps=0)
+    return dataclasses.replace(cfg, optim=optim, seed=cfg.seed + 1000 * round_,
+                               max_steps=max(1, cfg.max_steps - steps_done) if cfg.max_steps
+                               else 0)
 
 
 def should_extend(cfg: SupernetConfig, checks: list[dict]) -> str:
     """Why another round is worth training after ``checks`` (one sampled-path check
     per round so far), or "" to stop."""
-    if len(checks) > cfg.extensions or not checks[-1]:
+    if len(checks) > cfg.extensions or not checks[-1]:  # no check: nothing to go on
         return ""
     top1, chance = checks[-1]["top1_mean"], checks[-1]["chance"]
     target = chance + 0.5 * (1 - chance)

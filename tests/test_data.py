@@ -289,7 +289,9 @@ def test_png_and_other_image_formats_are_stored_as_jpeg_in_the_shards(tmp_path):
              "4.png": lambda p: Image.fromarray(smooth).convert("RGBA").save(p),
              "5.gif": lambda p: Image.fromarray(smooth).quantize(256).save(p),
              "6.tiff": lambda p: Image.fromarray(smooth).save(p),
-             "7.jpg": lambda p: Image.fromarray(smooth).save(p, "PNG")}  # misnamed
+             "7.jpg": lambda p: Image.fromarray(smooth).save(p, "PNG"),  # misnamed
+             # 16-bit grey: scaled to 8 bits, not clipped to white
+             "8.png": lambda p: Image.fromarray(smooth[..., 0].astype(np.uint16) * 257).save(p)}
     root = tmp_path / "imgs"
     for split in ("train", "val"):
         for c in ("cat", "dog"):
@@ -300,7 +302,7 @@ def test_png_and_other_image_formats_are_stored_as_jpeg_in_the_shards(tmp_path):
     index, meta = shards.prepare(cfg, shards.default_root(cfg))
     assert meta["ignored_files"] == [] and meta["skipped_images"] == []
     splits = shards.open_index(index, cfg)
-    assert len(splits.train) + len(splits.val) == 16 and len(splits.test) == 16
+    assert len(splits.train) + len(splits.val) == 18 and len(splits.test) == 18
     for part, split in ((splits.train, "train"), (splits.val, "train"), (splits.test, "val")):
         for i in range(len(part)):
             stored = part.read(i)
@@ -309,7 +311,8 @@ def test_png_and_other_image_formats_are_stored_as_jpeg_in_the_shards(tmp_path):
             if source.read_bytes()[:2] == b"\xff\xd8":
                 assert stored.numpy().tobytes() == source.read_bytes()
             with Image.open(source) as img:
-                want = np.asarray(img.convert("RGB"), np.float32)
+                want = (np.repeat(np.asarray(img, np.float32)[..., None] / 257, 3, -1)
+                        if img.mode.startswith("I") else np.asarray(img.convert("RGB"), np.float32))
             got = decode_jpeg(stored).permute(1, 2, 0).numpy().astype(np.float32)
             assert np.abs(got - want).mean() < 3, source  # JPEG at quality 95
     x, labels = next(iter(Batches(splits, "train", 4, train=True, seed=0)))

@@ -225,3 +225,24 @@ def test_release_initialization():
     assert net.classifier.weight.abs().max() <= bound and not net.classifier.bias.any()
     assert all(torch.equal(m.weight, torch.ones_like(m.weight))
                for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_shortcut_pooling_at_odd_sizes_exports_to_pt2_and_onnx(tmp_path):
+    """A stride-2 shortcut on an odd feature map (9 -> 5 here) pools a partial
+    window at the edge; PyTorch, the .pt2 program and ONNX Runtime must agree
+    on it, and the cost table on every op."""
+    from scarletnas.complexity import arch_cost, count_with_hooks
+    from scarletnas.export import check_onnx, check_program, export, export_onnx, save_program
+    from scarletnas.subnet import Subnet
+
+    space = SearchSpace(num_classes=10, input_size=18, stem_channels=16, stem_stride=1,
+                        separable_channels=8, layer_channels=(8, 16, 24),
+                        layer_strides=(1, 2, 2), head_channels=64, shortcut=True)
+    assert [(s.in_size, s.out_size) for s in space.layers if s.shortcut] == [(18, 9), (9, 5)]
+    model = Subnet(space, "e3k3-e6k5se-e3k7").eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)  # an eval-mode network that is not all zeros
+    assert arch_cost(space, model.arch) == count_with_hooks(model, 18)
+    program = export(model, 18)
+    check_program(model, save_program(program, tmp_path / "m.pt2"), 18)
+    check_onnx(model, export_onnx(program, 18, tmp_path / "m.onnx"), 18)

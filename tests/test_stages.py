@@ -143,9 +143,8 @@ def test_supernet_extension_rounds_train_until_the_paths_climb_no_more(tmp_path)
 
     rounds = out["extension_rounds"]
     assert 1 <= rounds <= 2 and out["steps"] == (1 + rounds) * 17
-    history = out["sampled_top1_by_round"]
-    assert len(history) == 1 + rounds
-    assert out["sampled_top1_mean"] == pytest.approx(history[-1], abs=1e-4)
+    history = [out[f"sampled_top1_round{n}"] for n in range(rounds)] + [out["sampled_top1_mean"]]
+    assert f"sampled_top1_round{rounds}" not in out
     checks = [{"top1_mean": t, "chance": 0.1} for t in history]
     # the loop obeys its rule: each round but the last asked for another, the last did not
     assert all(should_extend(cfg.supernet, checks[:n]) for n in range(1, len(checks)))
@@ -154,7 +153,8 @@ def test_supernet_extension_rounds_train_until_the_paths_climb_no_more(tmp_path)
         assert torch.load(tmp_path / name, weights_only=True)["step"] == 17
     again = stages.train_supernet(cfg, dataset, str(tmp_path / "b.pt"), str(tmp_path / "ck.pt"),
                                   Tracker("", "", ""))
-    assert again["sampled_top1_by_round"] == out["sampled_top1_by_round"]
+    assert {k: v for k, v in again.items() if k.startswith("sampled")} == {
+        k: v for k, v in out.items() if k.startswith("sampled")}
     assert again["resumed_from_step"] == 17
     a, b = load_supernet(str(tmp_path / "a.pt")), load_supernet(str(tmp_path / "b.pt"))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
