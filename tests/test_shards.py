@@ -99,10 +99,11 @@ def test_training_order_is_seeded_per_epoch_and_ranks_read_their_own_shards(tmp_
 def test_shrinking_at_preparation_keeps_the_aspect_and_the_fingerprint_changes(tmp_path):
     root = tmp_path / "imgs"
     for split in ("train", "val"):
-        (root / split / "a").mkdir(parents=True)
-        img = torch.randint(0, 255, (3, 120, 200), dtype=torch.uint8)
-        for i in range(3):
-            (root / split / "a" / f"{i}.jpg").write_bytes(encode_jpeg(img).numpy().tobytes())
+        for c in ("a", "b"):  # an image folder needs two classes
+            (root / split / c).mkdir(parents=True)
+            img = torch.randint(0, 255, (3, 120, 200), dtype=torch.uint8)
+            for i in range(3):
+                (root / split / c / f"{i}.jpg").write_bytes(encode_jpeg(img).numpy().tobytes())
     cfg = DataConfig(dataset="imagefolder", source=str(root), input_size=16, val_fraction=0.34,
                      cache_dir=str(tmp_path / "cache"))
     small = DataConfig(**{**cfg.__dict__, "shard_image_size": 48})
