@@ -17,7 +17,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from . import storage
 from .budget import budgets
@@ -213,7 +212,7 @@ def check_image_folder(cfg: PipelineConfig, sample: int = SAMPLE) -> ImageFolder
     it must exist, hold train/ with at least 2 class folders of images (each with
     enough for the validation split carved from it, together at least a batch) and
     val/ (the test split), and a sample of its images must decode."""
-    from .shards import IMAGE_SUFFIXES
+    from .shards import IMAGE_SUFFIXES, class_folders, source_folders
 
     data = cfg.data
     where = data.source.rstrip("/")
@@ -224,19 +223,7 @@ def check_image_folder(cfg: PipelineConfig, sample: int = SAMPLE) -> ImageFolder
     listing = storage.list_objects(where)
     if not listing:
         raise ConfigError(f"{where} is empty; {layout}")
-    found: dict[str, dict[str, list]] = {"train": {}, "val": {}}
-    if not storage.is_s3(where):  # folders without files count too
-        for part in found:
-            for d in sorted(os.scandir(os.path.join(where, part)) if os.path.isdir(
-                    os.path.join(where, part)) else [], key=lambda d: d.name):
-                if d.is_dir() and not d.name.startswith("."):
-                    found[part].setdefault(d.name, [])
-    for e in listing:
-        parts = PurePosixPath(e.key).parts
-        if len(parts) == 3 and parts[0] in found and not any(p.startswith(".") for p in parts):
-            images = found[parts[0]].setdefault(parts[1], [])
-            if PurePosixPath(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
-                images.append(e)
+    found, _ = class_folders(listing, source_folders(where))  # as prepare_data will see it
     has_train = (os.path.isdir(os.path.join(where, "train")) if not storage.is_s3(where)
                  else any(e.key.startswith("train/") for e in listing))
     if not has_train:

@@ -304,11 +304,18 @@ class Plan:
     empty_classes: list[str]  # class folders without images (left out under skip)
 
 
-def plan(listing: list[storage.Entry], cfg: DataConfig, where: str,
-         folders: Iterable[str] = ()) -> Plan:
-    """Classes and splits from the source's listing: train/<class>/ folders give the
-    classes; the validation split is carved from train, seeded; val/ is the test split.
-    ``folders``: ``split/class`` folders a local source has, even empty ones."""
+def source_folders(source: str) -> list[str]:
+    """The ``split/class`` folders of a local source, empty ones too (S3 has only keys)."""
+    if storage.is_s3(source):
+        return []
+    return sorted(d.relative_to(source).as_posix() for d in Path(source).glob("*/*")
+                  if d.is_dir())
+
+
+def class_folders(listing: list[storage.Entry], folders: Iterable[str] = ()
+                  ) -> tuple[dict[str, dict[str, list[storage.Entry]]], list[str]]:
+    """The images of each ``train/<class>`` and ``val/<class>`` folder of a listing
+    (``folders``: those a local source has, even empty), and the other files' keys."""
     found: dict[str, dict[str, list[storage.Entry]]] = {"train": {}, "val": {}}
     for folder in folders:
         part, cls = folder.split("/")
@@ -325,6 +332,15 @@ def plan(listing: list[storage.Entry], cfg: DataConfig, where: str,
                 continue
         if not hidden:
             ignored.append(e.key)
+    return found, ignored
+
+
+def plan(listing: list[storage.Entry], cfg: DataConfig, where: str,
+         folders: Iterable[str] = ()) -> Plan:
+    """Classes and splits from the source's listing: train/<class>/ folders give the
+    classes; the validation split is carved from train, seeded; val/ is the test split.
+    ``folders``: ``split/class`` folders a local source has, even empty ones."""
+    found, ignored = class_folders(listing, folders)
     if not found["train"]:
         raise DataError(f"{where}/train: no class folders inside; an image folder dataset has "
                         "train/<class>/*.jpg and val/<class>/*.jpg")
@@ -554,9 +570,7 @@ def prepare(cfg: DataConfig, root: str) -> tuple[str, dict]:
     """The index URI of ``cfg.source`` prepared into shards under ``root`` (reusing
     shards prepared earlier from the same listing and settings) and its description."""
     listing = storage.list_objects(cfg.source)
-    folders = ([] if storage.is_s3(cfg.source) else  # S3 has no folders, only keys
-               sorted(d.relative_to(cfg.source).as_posix() for d in Path(cfg.source).glob("*/*")
-                      if d.is_dir()))
+    folders = source_folders(cfg.source)
     fp = fingerprint(listing, folders, cfg)
     where = storage.join(root, fp)
     index = storage.join(where, INDEX)
