@@ -1,10 +1,13 @@
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
+from ._image import check_image_version
+
 
 def evaluate(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[Dataset],
              model: Input[Model], exported: Output[Model], summary: Output[Artifact],
              metrics: Output[Metrics]):
     """Test accuracy, cost, latency; torch.export (pt2) and ONNX export; MLflow model."""
+    check_image_version()
     import json
     import os
 

@@ -1,21 +1,31 @@
 from kfp.dsl import Dataset, Metrics, Output
 
+from ._image import check_image_version
 
-def prepare_data(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
-                 dataset: Output[Dataset], metrics: Output[Metrics]):
+
+def prepare_data(config: str, checkpoint_root: str, dataset: Output[Dataset],
+                 metrics: Output[Metrics]):
     """Validate and split the data; the Dataset artifact is its manifest, the one
     description of data and search space that every later step reads and checks. An
     image folder is prepared into shards, by default beside the run's checkpoints
-    (``checkpoint_root/shards``), which every later step streams."""
+    (``checkpoint_root/shards``), which every later step streams.
+
+    Its inputs are the same in every run of one config (no MLflow parent run, no run
+    id), so KFP's cache can hand a later run this output; it logs nothing to MLflow
+    itself: train_supernet records the data in each pipeline run (stages.record_prepared)."""
+    check_image_version()
     import dataclasses
+    import time
 
     from scarletnas import stages
+    from scarletnas.tracking import Tracker
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "prepare_data")
+    started = time.perf_counter()
+    cfg, _ = stages.component_context(config, "", "", "prepare_data")
     cfg = dataclasses.replace(cfg, checkpoint_root=checkpoint_root or cfg.checkpoint_root)
-    with tracker:
-        manifest = stages.prepare_data(cfg, dataset.path, tracker)
+    manifest = stages.prepare_data(cfg, dataset.path, Tracker("", "", "prepare_data"))
     dataset.metadata.update({k: manifest[k] for k in ("dataset", "num_classes", "input_size",
                                                       "space_fingerprint")})
+    dataset.metadata["minutes"] = (time.perf_counter() - started) / 60
     for split in ("train", "val", "test"):
         metrics.log_metric(f"{split}_images", manifest[split])

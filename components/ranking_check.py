@@ -1,9 +1,12 @@
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
+from ._image import check_image_version
+
 
 def ranking_check(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[Dataset],
                   supernet: Input[Model], report: Output[Markdown], metrics: Output[Metrics]):
     """Kendall tau of supernet-predicted vs stand-alone accuracy."""
+    check_image_version()
     import os
 
     from scarletnas import stages

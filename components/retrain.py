@@ -1,11 +1,14 @@
 from kfp.dsl import Dataset, Input, Metrics, Model, Output, TaskConfig
 
+from ._image import check_image_version
+
 
 def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
             kfp_run_id: str, image: str, arch: str, dataset: Input[Dataset], model: Output[Model],
             metrics: Output[Metrics], task_config: TaskConfig = None):
     """Train one selected arch from scratch (plain identity skips), in this pod or
     (resources.retrain_nodes > 1) as a Kubeflow Trainer TrainJob."""
+    check_image_version()
     import hashlib
     import os
 

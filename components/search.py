@@ -2,6 +2,8 @@ from typing import NamedTuple
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, TaskConfig
 
+from ._image import check_image_version
+
 
 def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
            kfp_run_id: str, image: str, dataset: Input[Dataset], supernet: Input[Model],
@@ -11,6 +13,7 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
     """NSGA-II over the supernet, in this pod or (resources.nodes > 1) on every process
     of a Kubeflow Trainer TrainJob; outputs the Pareto front, the archs to retrain and
     the supernet's warning ('' when its sampled paths showed it learned)."""
+    check_image_version()
     import os
     import shutil
     from collections import namedtuple

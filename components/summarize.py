@@ -2,11 +2,14 @@ from typing import List
 
 from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
 
+from ._image import check_image_version
+
 
 def summarize(config: str, tracking_uri: str, parent_run_id: str, warning: str,
               summaries: Input[List[Artifact]], leaderboard: Output[Markdown],
               metrics: Output[Metrics]):
     """Leaderboard of the retrained models; alias the champion in the registry."""
+    check_image_version()
     import json
 
     from scarletnas import stages

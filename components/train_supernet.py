@@ -1,11 +1,14 @@
 from kfp.dsl import Dataset, Input, Metrics, Model, Output, TaskConfig
 
+from ._image import check_image_version
+
 
 def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: str,
                    kfp_run_id: str, image: str, dataset: Input[Dataset], supernet: Output[Model],
                    metrics: Output[Metrics], task_config: TaskConfig = None):
     """Train the weight-sharing supernet, in this pod or (resources.nodes > 1) as a
     Kubeflow Trainer TrainJob given the task's resources; resumes on retry."""
+    check_image_version()
     import os
 
     from scarletnas import stages, storage
@@ -14,6 +17,8 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             "train_supernet")
+    # prepare_data's MLflow record (its output may come from KFP's cache)
+    stages.record_prepared(cfg, dataset.path, tracker, dataset.metadata.get("minutes"))
     state = storage.join(checkpoint_root, kfp_run_id, "supernet") if checkpoint_root else ""
     ckpt = storage.join(state, "checkpoint.pt") if state else ""
     nodes = Nodes.for_step(cfg, "train_supernet", kfp_run_id, state, image, task_config)

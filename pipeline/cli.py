@@ -114,12 +114,59 @@ def _local_outputs(run_dir: Path) -> dict:
 
 
 # ---- cluster -------------------------------------------------------------------------
-class _KfpClient:
-    """kfp.Client whose calls fail with one line naming the host and the cause."""
+TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"  # kfp's own name for a token file's path
+PACKAGE_TAG = "scarlet-nas-package-sha256"  # a version's tag: what was compiled (no dots)
 
-    def __init__(self, host: str):
+
+def _api_message(body) -> str:
+    """What a KFP API error says: the gateway's ``message``, the upload handler's
+    ``error_message``, else the body; one line, at most 300 characters."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        text = str(data.get("message") or data.get("error_message") or data.get("error") or text)
+    return " ".join(text.split())[:300]
+
+
+def _token_credentials(path: str, source: str):
+    """kfp's credentials that read a bearer token from ``path`` before every call
+    (a projected service-account token the kubelet refreshes stays valid)."""
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{source} {path}: {err.strerror or err}") from None
+    if not token:
+        raise ConfigError(f"{source} {path} is empty: it should hold the bearer token")
+    return ServiceAccountTokenVolumeCredentials(path)
+
+
+class _KfpClient:
+    """kfp.Client for one host and namespace whose calls fail with one line naming
+    the host and the cause: unreachable, no or bad credentials, a refused namespace."""
+
+    def __init__(self, host: str, namespace: str = "", token_file: str = ""):
+        import kfp
+
         self.host = host
-        self.client = self._call(lambda: __import__("kfp").Client(host=host))
+        self.namespace = namespace
+        kwargs = {}
+        if token_file:
+            kwargs["credentials"] = _token_credentials(token_file, "--token-file")
+        elif os.environ.get(TOKEN_ENV):
+            kwargs["credentials"] = _token_credentials(os.environ[TOKEN_ENV], TOKEN_ENV)
+        if namespace:
+            kwargs["namespace"] = namespace
+        self.client = self._call(lambda: kfp.Client(host=host, **kwargs))
+        if not self.namespace:  # kfp's own context (set_user_namespace), if any
+            self.namespace = self.client.get_user_namespace() or ""
+        if not self.namespace and self._call(self.client.get_kfp_healthz).multi_user:
+            raise ConfigError(f"the KFP API at {host} is multi-user: give --namespace (your "
+                              "Kubeflow profile's namespace)")
 
     def __getattr__(self, name):
         method = getattr(self.client, name)
@@ -136,12 +183,63 @@ class _KfpClient:
             raise ConfigError(f"cannot reach the KFP API at {self.host} ({reason}); check "
                               "--host (e.g. a port-forward to ml-pipeline-ui)") from None
         except ApiException as err:
-            raise RuntimeError(f"the KFP API at {self.host} answered {err.status} "
-                               f"{err.reason}: {(err.body or '').strip()[:300]}") from None
+            raise self._refusal(err) from None
+        except TimeoutError:  # kfp.Client gave up on the health check
+            raise ConfigError(f"the KFP API at {self.host} does not answer its health check; "
+                              "check --host, and --token-file if it needs a login") from None
+
+    def _refusal(self, err) -> Exception:
+        said = _api_message(err.body)
+        answer = f"{err.status} {err.reason}" + (f": {said}" if said else "")
+        if err.status == 401:
+            return ConfigError(f"the KFP API at {self.host} wants credentials ({answer}); give "
+                               f"--token-file FILE holding a token it accepts (or set "
+                               f"{TOKEN_ENV})")
+        if err.status == 403:
+            where = f"namespace {self.namespace!r}" if self.namespace else "the request"
+            return ConfigError(f"the KFP API at {self.host} refused {where} ({answer}); check "
+                               "--namespace (your Kubeflow profile's namespace) and that "
+                               "your credentials may edit it")
+        return RuntimeError(f"the KFP API at {self.host} answered {answer}")
+
+    # ---- pipelines and their versions -------------------------------------------------
+    def find_pipeline(self, name: str) -> str | None:
+        listed = self._call(lambda: self.client.list_pipelines(
+            filter=_equals("name", name), namespace=self.namespace or None))
+        return listed.pipelines[0].pipeline_id if listed.pipelines else None
+
+    def create_pipeline(self, name: str, description: str) -> str:
+        """A pipeline without versions (``upload_pipeline`` would also make a first
+        version, named as the pipeline)."""
+        from kfp_server_api import V2beta1Pipeline
+
+        body = V2beta1Pipeline(name=name, display_name=name, description=description,
+                               namespace=self.namespace or None)
+        return self._call(lambda: self.client.pipelines.pipeline_service_create_pipeline(
+            pipeline=body)).pipeline_id
+
+    def find_version(self, pipeline_id: str, name: str):
+        listed = self._call(lambda: self.client.list_pipeline_versions(
+            pipeline_id, filter=_equals("name", name)))
+        return listed.pipeline_versions[0] if listed.pipeline_versions else None
+
+    def upload_version(self, package: str, pipeline_id: str, name: str, tags: dict):
+        return self._call(lambda: self.client.pipeline_uploads.upload_pipeline_version(
+            package, name=name, pipelineid=pipeline_id, description=DESCRIPTION,
+            tags=json.dumps(tags)))
 
 
-def _client(host: str) -> _KfpClient:
-    return _KfpClient(host)
+DESCRIPTION = "SCARLET-NAS one-shot NAS"
+
+
+def _equals(key: str, value: str) -> str:
+    """A KFP list filter: ``key`` EQUALS ``value``."""
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key,
+                                       "stringValue": value}]})
+
+
+def _client(args) -> _KfpClient:
+    return _KfpClient(args.host, args.namespace or "", args.token_file or "")
 
 
 def _compile_temp(cfg: PipelineConfig, image: str) -> str:
@@ -151,6 +249,53 @@ def _compile_temp(cfg: PipelineConfig, image: str) -> str:
 
     path = Path(tempfile.mkdtemp(), f"{PIPELINE_NAME}.yaml")
     return compile_pipeline(cfg, str(path), image)
+
+
+def _with_version(package: str, version: str) -> str:
+    """The package again, its ``pipeline_version`` parameter defaulting to ``version``
+    (so a run started in the KFP UI records the version it runs too)."""
+    import tempfile
+
+    from kfp import compiler, components
+
+    path = Path(tempfile.mkdtemp(), f"{PIPELINE_NAME}.yaml")
+    compiler.Compiler().compile(components.load_component_from_file(package), str(path),
+                                pipeline_parameters={"pipeline_version": version})
+    return str(path)
+
+
+def publish(client: _KfpClient, cfg: PipelineConfig, image: str, pipeline: str,
+            version: str | None) -> dict:
+    """The pipeline version to run ``cfg`` on ``image``: found when ``pipeline`` has a
+    version of that name holding the same package, else uploaded (the pipeline too,
+    if new: then it has exactly this one version). Versions are named ``version`` or,
+    by default, by their package's content, so the same settings and image are
+    uploaded once; a name taken by another package is refused."""
+    import hashlib
+
+    from scarletnas import __version__
+
+    package = _compile_temp(cfg, image)
+    digest = hashlib.sha256(Path(package).read_bytes()).hexdigest()[:40]
+    name = version or f"{__version__}-{digest[:12]}"
+    out = {"pipeline": pipeline, "version": name}
+    pipeline_id = client.find_pipeline(pipeline)
+    found = client.find_version(pipeline_id, name) if pipeline_id else None
+    if found is not None:
+        recorded = (found.tags or {}).get(PACKAGE_TAG)
+        # a version named by its content is that content (servers before KFP 2.17 drop tags)
+        if recorded != digest and not (recorded is None and version is None):
+            raise ConfigError(f"pipeline {pipeline!r} already has a version {name!r} holding "
+                              "another package (other settings or image); give a new "
+                              "--version, or none to name it by its content")
+        return {**out, "pipeline_id": pipeline_id, "version_id": found.pipeline_version_id,
+                "uploaded": False}
+    if pipeline_id is None:
+        pipeline_id = client.create_pipeline(pipeline, DESCRIPTION)
+    uploaded = client.upload_version(_with_version(package, name), pipeline_id, name,
+                                     {PACKAGE_TAG: digest})
+    return {**out, "pipeline_id": pipeline_id, "version_id": uploaded.pipeline_version_id,
+            "uploaded": True}
 
 
 def kfp_cron(expr: str) -> str:
@@ -233,33 +378,28 @@ def cmd_run(args) -> int:
             raise  # its own error, the last line (scarletnas.cli.main)
         return 0
     cfg = _cluster_config(args)
-    client = _client(args.host)
-    run = client.create_run_from_pipeline_package(
-        _compile_temp(cfg, args.image), arguments=_arguments(cfg),
-        run_name=args.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
-        experiment_name=args.experiment)
-    print(json.dumps({"run_id": run.run_id}))
+    _check_version(args.version)
+    client = _client(args)
+    version = publish(client, cfg, args.image, args.pipeline, args.version)
+    experiment = client.create_experiment(args.experiment, namespace=client.namespace or None)
+    run = client.run_pipeline(
+        experiment.experiment_id,
+        args.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
+        params={**_arguments(cfg), "pipeline_version": version["version"]},
+        pipeline_id=version["pipeline_id"], version_id=version["version_id"])
+    print(json.dumps({"run_id": run.run_id, **version}))
     return 0
+
+
+def _check_version(version: str | None) -> None:
+    if version is not None and not 0 < len(version.strip()) <= 127:
+        raise ConfigError(f"--version {version!r}: give a name of 1..127 characters")
 
 
 def cmd_upload(args) -> int:
     cfg = _cluster_config(args)
-    client = _client(args.host)
-    package = _compile_temp(cfg, args.image)
-    pipeline_id = client.get_pipeline_id(args.name)
-    if pipeline_id is None:
-        pipeline = client.upload_pipeline(package, pipeline_name=args.name,
-                                          description="SCARLET-NAS one-shot NAS")
-        out = {"pipeline_id": pipeline.pipeline_id}
-        if args.version:  # the first upload is the first version; name it too
-            version = client.upload_pipeline_version(package, args.version,
-                                                     pipeline_id=pipeline.pipeline_id)
-            out["version_id"] = version.pipeline_version_id
-    else:
-        version = client.upload_pipeline_version(
-            package, args.version or time.strftime("v%Y%m%d-%H%M%S"), pipeline_id=pipeline_id)
-        out = {"pipeline_id": pipeline_id, "version_id": version.pipeline_version_id}
-    print(json.dumps(out))
+    _check_version(args.version)
+    print(json.dumps(publish(_client(args), cfg, args.image, args.pipeline, args.version)))
     return 0
 
 
@@ -268,13 +408,44 @@ def cmd_schedule(args) -> int:
     cron = kfp_cron(args.cron)
     if args.max_concurrency < 1:
         raise ConfigError("--max-concurrency must be >= 1")
-    client = _client(args.host)
-    experiment = client.create_experiment(args.experiment)
+    _check_version(args.version)
+    client = _client(args)
+    version = publish(client, cfg, args.image, args.pipeline, args.version)
+    experiment = client.create_experiment(args.experiment, namespace=client.namespace or None)
     job = client.create_recurring_run(
         experiment_id=experiment.experiment_id, job_name=args.name, cron_expression=cron,
         max_concurrency=args.max_concurrency, no_catchup=True,
-        pipeline_package_path=_compile_temp(cfg, args.image), params=_arguments(cfg))
-    print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": cron}))
+        params={**_arguments(cfg), "pipeline_version": version["version"]},
+        pipeline_id=version["pipeline_id"], version_id=version["version_id"])
+    print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": cron, **version}))
+    return 0
+
+
+def cmd_mlflow_user(args) -> int:
+    """The MLflow account the pipeline's steps log in as (``scarletnas.mlflow_access``)."""
+    from scarletnas.mlflow_access import (
+        PERMISSION,
+        PIPELINE_SECRET,
+        grant_pipeline_user,
+        write_env_file,
+    )
+    from scarletnas.storage import check_writable
+
+    cfg = load_pipeline_config(args.config, args.set)
+    uri = args.tracking_uri or cfg.tracking.uri
+    if not uri.startswith(("http://", "https://")):
+        raise ConfigError("give --tracking-uri http(s)://... (or tracking.uri in --config): the "
+                          "MLflow server whose admin makes the account")
+    check_writable(args.env_file)  # before a new password exists
+    grant = grant_pipeline_user(uri, cfg.tracking.experiment, cfg.tracking.registered_model,
+                                args.user)
+    write_env_file(args.env_file, grant)
+    print(json.dumps({"user": grant.username, "created": grant.created,
+                      "permission": PERMISSION, "experiment": cfg.tracking.experiment,
+                      "experiment_id": grant.experiment_id,
+                      "registered_model": grant.registered_model, "env_file": args.env_file,
+                      # the Secret to make from the file: the one the config's steps read
+                      "secret": cfg.resources.mlflow_secret or PIPELINE_SECRET}))
     return 0
 
 
@@ -294,10 +465,25 @@ def cmd_ui(args) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from scarletnas.cli import config_args as settings_args
+    from scarletnas.mlflow_access import PIPELINE_USER
 
     def config_args(p):
         settings_args(p)
         p.add_argument("--image", default=DEFAULT_IMAGE, help="container image of every step")
+
+    def cluster_args(p, host_required: bool = True):
+        p.add_argument("--host", required=host_required,
+                       help="KFP API endpoint, e.g. http://localhost:8080")
+        p.add_argument("--namespace",
+                       help="multi-user Kubeflow: your profile's namespace, where the pipeline, "
+                            "its experiment and runs live")
+        p.add_argument("--token-file", metavar="FILE",
+                       help=f"a bearer token for the KFP API, read before every call (default: "
+                            f"${TOKEN_ENV} if set), e.g. from kubectl create token")
+        p.add_argument("--pipeline", default=PIPELINE_NAME, help="pipeline name in KFP")
+        p.add_argument("--version",
+                       help="pipeline version: one uploaded before with the same package, or "
+                            "the name for this upload (default: named by its content)")
 
     p = sub.add_parser("compile", help="write the pipeline's IR YAML")
     config_args(p)
@@ -307,7 +493,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the pipeline: --local here, or --host on Kubeflow")
     config_args(p)
     p.add_argument("--local", action="store_true", help="execute the DAG on this machine")
-    p.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8080")
+    cluster_args(p, host_required=False)
     p.add_argument("--output-dir", default=LOCAL_ROOT, help="local runs: where outputs go")
     p.add_argument("--data", metavar="DIR",
                    help="local runs: your own images, a folder or s3:// prefix of "
@@ -319,21 +505,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-name")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("upload", help="upload the compiled pipeline (or a new version)")
+    p = sub.add_parser("upload", help="upload the compiled pipeline as a new version (the "
+                                      "pipeline too, the first time)")
     config_args(p)
-    p.add_argument("--host", required=True)
-    p.add_argument("--name", default=PIPELINE_NAME)
-    p.add_argument("--version", help="version name (default: a timestamp)")
+    cluster_args(p)
+    p.add_argument("--name", dest="pipeline", default=argparse.SUPPRESS,
+                   help="the same as --pipeline")
     p.set_defaults(func=cmd_upload)
 
     p = sub.add_parser("schedule", help="create a recurring run on Kubeflow")
     config_args(p)
-    p.add_argument("--host", required=True)
+    cluster_args(p)
     p.add_argument("--cron", required=True, help="cron expression, e.g. '0 3 * * *'")
     p.add_argument("--max-concurrency", type=int, default=1)
-    p.add_argument("--name", default=f"{PIPELINE_NAME}-recurring")
+    p.add_argument("--name", default=f"{PIPELINE_NAME}-recurring", help="recurring run name")
     p.add_argument("--experiment", default=PIPELINE_NAME)
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("mlflow-user",
+                       help="with the MLflow admin's login, make the account the pipeline's "
+                            "steps log in as: EDIT on its experiment and registered model only")
+    settings_args(p)
+    p.add_argument("--tracking-uri", help="the MLflow server (default: tracking.uri)")
+    p.add_argument("--user", default=PIPELINE_USER, help="the account's name")
+    p.add_argument("--env-file", required=True, metavar="FILE",
+                   help="where its login goes (MLFLOW_TRACKING_USERNAME/PASSWORD lines, mode "
+                        "0600), for kubectl create secret generic ... --from-env-file")
+    p.set_defaults(func=cmd_mlflow_user)
 
     p = sub.add_parser("ui", help="open the MLflow UI on a local run's tracking store")
     p.add_argument("--output-dir", default=LOCAL_ROOT)

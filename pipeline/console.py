@@ -195,8 +195,9 @@ class LocalConsole:
         self._task.files, self._task.seconds = (log, errors), None
         started = time.perf_counter()
         outputs, state = self._original_run_single_task_implementation(**kwargs)
-        # the step's own time: kfp.local runs steps that install packages one at a time,
-        # so a step of a loop may wait for its sibling before its process starts
+        # the step's own time: its process's, as _run_process measured it (kfp.local's
+        # work around the process left out); the whole call only for a step whose
+        # process never started
         took = duration(self._task.seconds or time.perf_counter() - started)
         if state == status.Status.SUCCESS:
             self.say(f"{step:<{WIDTH}} {took:>10}  {headline(step, outputs)}")

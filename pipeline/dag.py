@@ -9,7 +9,14 @@ check never delays the search.
 
 Run-time knobs travel as one validated ``config`` parameter (JSON of
 ``PipelineConfig``); pod settings (GPUs, node selector, tolerations, secrets,
-retries) are applied at compile time from the same config's ``resources``.
+retries, the CPU steps' requests, how many retrains run at once) are applied at
+compile time from the same config's ``resources``.
+
+Every pod keeps its own service account's credentials: KFP's launcher, in the
+step's container, talks to the API server with them. A step that starts a
+TrainJob gets the launcher's token beside them (``LAUNCHER_TOKEN_DIR``), read
+only by scarletnas.trainjob. prepare_data takes nothing that differs between
+runs of one config, so KFP's cache can reuse its output.
 """
 
 import json  # no "from __future__ import annotations": KFP reads real annotations
@@ -19,7 +26,7 @@ from kfp import dsl, kubernetes
 from scarletnas import __version__, preflight
 from scarletnas.config import PipelineConfig, to_dict
 from scarletnas.nodes import MLFLOW_CLIENT_LABEL, MLFLOW_KEYS, S3_KEYS, STAGES, node_count
-from scarletnas.trainjob import SERVICE_ACCOUNT_DIR
+from scarletnas.trainjob import LAUNCHER_TOKEN_DIR
 
 from .. import components
 from . import DEFAULT_IMAGE, PIPELINE_NAME
@@ -30,23 +37,29 @@ MLFLOW_ENV = {k: k for k in MLFLOW_KEYS}
 
 def _pod_settings(task, res, gpu: bool, retry: bool = False, cache: bool = True,
                   launcher: bool = False):
-    """Secrets as env, /dev/shm, and for GPU steps accelerators and placement (for a
-    ``launcher`` of a TrainJob these reach its nodes, as the task's TaskConfig)."""
+    """Secrets as env, the compiling version, CPU and memory of the CPU steps, and for
+    GPU steps /dev/shm, accelerators and placement (for a ``launcher`` of a TrainJob
+    these reach its nodes, as the task's TaskConfig)."""
     # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)
     kubernetes.add_pod_label(task, MLFLOW_CLIENT_LABEL, "true")
+    # each component checks the image's scarlet-nas against it before it starts
+    task.set_env_variable(components.VERSION_ENV, __version__)
     if res.s3_secret:
-        kubernetes.use_secret_as_env(task, res.s3_secret, S3_ENV)
+        # optional: with IRSA the Secret may lack the keys (the web-identity token stands
+        # in for them), and a missing key must not keep the pod from starting
+        kubernetes.use_secret_as_env(task, res.s3_secret, S3_ENV, optional=True)
     if res.mlflow_secret:
         kubernetes.use_secret_as_env(task, res.mlflow_secret, MLFLOW_ENV)
     task.set_caching_options(cache)
     if retry and res.retries:
         task.set_retry(num_retries=res.retries, backoff_duration="60s", backoff_factor=2.0,
                        backoff_max_duration="3600s")
-    if launcher and res.launcher_token_secret:
+    if launcher and res.launcher_token_secret:  # beside the pod's own token, never over it
         kubernetes.use_secret_as_volume(task, res.launcher_token_secret,
-                                        mount_path=SERVICE_ACCOUNT_DIR)
-    if not gpu:
-        return task
+                                        mount_path=LAUNCHER_TOKEN_DIR)
+    if not gpu:  # requests equal to limits: Guaranteed QoS, within a profile's quota
+        return (task.set_cpu_request(res.step_cpu).set_cpu_limit(res.step_cpu)
+                .set_memory_request(res.step_memory).set_memory_limit(res.step_memory))
     if not launcher:  # a TrainJob's nodes get theirs from trainjob.build
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
                                    medium="Memory", size_limit=res.shm_size)
@@ -80,7 +93,8 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
         """Fan out over the selected archs, then collect. (A nested pipeline: the
         loop iterates over a pipeline input, which every KFP backend handles.)"""
         common = {"config": config, "tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
-        with dsl.ParallelFor(selected, name="retrain-selected") as arch:
+        with dsl.ParallelFor(selected, name="retrain-selected",
+                             parallelism=res.retrain_parallelism) as arch:
             model = _pod_settings(
                 c.retrain(**common, checkpoint_root=checkpoint_root,
                           kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=image, arch=arch,
@@ -114,7 +128,8 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
         resumable = {"checkpoint_root": checkpoint_root,
                      "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         with dsl.ExitHandler(finish, name="track-run"):
-            data = _pod_settings(c.prepare_data(**common, checkpoint_root=checkpoint_root),
+            # only inputs that every run of this config shares: KFP's cache can hit
+            data = _pod_settings(c.prepare_data(config=config, checkpoint_root=checkpoint_root),
                                  res, gpu=False)
             supernet = _pod_settings(
                 c.train_supernet(**common, **resumable, image=image,

@@ -318,11 +318,19 @@ class ResourcesConfig:
     node_selector: str = ""  # "label=value" for the GPU steps
     toleration: str = ""  # "key=value:Effect" or "key:Effect", for the GPU steps
     shm_size: str = "4Gi"  # /dev/shm for data-loader workers
+    # CPU and memory of the steps without GPUs (start_run, prepare_data, evaluate, summarize,
+    # finish_run), requested and limited alike: Guaranteed QoS, counted by a namespace quota,
+    # and evaluate measures latency on cores of its own
+    step_cpu: str = "2"
+    step_memory: str = "8Gi"
+    # retrains (each with its evaluation) running at once; 0: every selected arch at once
+    retrain_parallelism: int = 0
     # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL
     s3_secret: str = "scarlet-nas-s3"
-    # Secret with MLFLOW_TRACKING_USERNAME/PASSWORD (the manifests' MLflow requires a login);
+    # Secret with MLFLOW_TRACKING_USERNAME/PASSWORD (the manifests' MLflow requires a login):
+    # the pipeline's own account, not the admin's (`scarlet-nas mlflow-user` makes it);
     # empty: a tracking server without authentication
-    mlflow_secret: str = "scarlet-nas-mlflow-auth"
+    mlflow_secret: str = "scarlet-nas-mlflow-pipeline"
     retries: int = 3  # for train_supernet and search, which resume from checkpoints
     # training processes per pod (train_supernet, retrain): 0 = one per visible GPU (1 without)
     processes: int = 0
@@ -333,6 +341,10 @@ class ResourcesConfig:
     retrain_nodes: int = 1  # the same for each retrain
     trainer_runtime: str = "torch-distributed"  # the ClusterTrainingRuntime the TrainJobs use
     pending_timeout: int = 3600  # seconds a TrainJob may wait for nodes before it fails
+    # seconds a TrainJob may run once started (7 days); then it is stopped and the step fails
+    trainjob_deadline: int = 604800
+    # Kueue LocalQueue that admits the TrainJobs (label kueue.x-k8s.io/queue-name); "": none
+    queue: str = ""
     # the API token the step that starts a TrainJob (and no other) mounts
     # (manifests/base/trainjob-launcher.yaml)
     launcher_token_secret: str = "scarlet-nas-trainjob-launcher-token"
@@ -345,11 +357,21 @@ class ResourcesConfig:
         _check(self.gpus == 0 or bool(EXTENDED_RESOURCE.fullmatch(self.gpu_type)),
                f"resources.gpu_type={self.gpu_type!r} is not a Kubernetes extended resource "
                "name: use e.g. nvidia.com/gpu or amd.com/gpu")
-        for name in ("cpu_limit", "memory_limit", "shm_size"):
+        for name in ("cpu_limit", "memory_limit", "shm_size", "step_cpu", "step_memory"):
             value = getattr(self, name)
             _check(bool(QUANTITY.fullmatch(value)) and float(re.match(r"[\d.]+", value)[0]) > 0,
                    f"resources.{name}={value!r} is not a positive Kubernetes quantity: use "
                    "e.g. 8, 500m (CPU) or 32G, 4Gi (memory)")
+        for name in ("cpu_limit", "step_cpu"):  # the forms KFP's compiler takes
+            _check(bool(re.fullmatch(r"(\d*\.)?\d+m?", getattr(self, name))),
+                   f"resources.{name}={getattr(self, name)!r}: write CPUs as KFP takes them, "
+                   "e.g. 2, 0.5 or 500m")
+        for name in ("memory_limit", "step_memory"):
+            _check(bool(re.fullmatch(r"\d+([EPTGMK]i?)?", getattr(self, name))),
+                   f"resources.{name}={getattr(self, name)!r}: write memory as KFP takes it, "
+                   "a whole number with an optional unit, e.g. 8Gi or 8G")
+        _check(self.retrain_parallelism >= 0, "resources.retrain_parallelism must be >= 0 (0: "
+               "every selected arch at once)")
         _check(self.retries >= 0, "resources.retries must be >= 0")
         _check(self.processes >= 0, "resources.processes must be >= 0 (0: one per visible GPU)")
         for name in ("nodes", "retrain_nodes"):
@@ -359,6 +381,13 @@ class ResourcesConfig:
                f"resources.trainer_runtime={self.trainer_runtime!r} is not a Kubernetes name: "
                "use a ClusterTrainingRuntime such as torch-distributed")
         _check(self.pending_timeout > 0, "resources.pending_timeout must be > 0 seconds")
+        _check(self.trainjob_deadline > 0, "resources.trainjob_deadline must be > 0 seconds")
+        # a label value that Kueue also takes as a LocalQueue name (a DNS subdomain)
+        _check(not self.queue or bool(LABEL_VALUE.fullmatch(self.queue)
+                                      and re.fullmatch(_DNS, self.queue)),
+               f"resources.queue={self.queue!r} is not a Kueue LocalQueue name usable as a "
+               "label value: use at most 63 lower-case letters, digits, '-' and '.', starting "
+               "and ending with a letter or digit")
         if self.node_selector:
             key, _, value = self.node_selector.partition("=")
             _check("=" in self.node_selector and "=" not in value

@@ -101,7 +101,8 @@ class Nodes:
                                                   order_uri],
             nodes=self.count, procs_per_node=res.processes or max(1, res.gpus),
             runtime=res.trainer_runtime, placement=self.placement, env=env,
-            labels=self.labels, shm_size=res.shm_size, service_account=res.service_account)
+            labels=self.labels, shm_size=res.shm_size, service_account=res.service_account,
+            deadline=res.trainjob_deadline, queue=res.queue)
         trainjob.run(trainjob.Cluster.connect(), body, pending_timeout=res.pending_timeout,
                      echo=lambda line: print(line, flush=True))
         if not storage.exists(result_uri):

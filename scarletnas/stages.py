@@ -29,22 +29,51 @@ def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> di
     """Read and split the data once (failing early on bad data), write the manifest
     every later step reads, and record the space and data it fixes on this run and
     the parent run."""
-    splits, space, manifest = prepared.prepare(cfg)
+    _, _, manifest = prepared.prepare(cfg)
     prepared.write(dataset_path, manifest)
+    record_data(cfg, manifest, tracker)
+    return manifest
+
+
+def record_data(cfg: PipelineConfig, manifest: dict, tracker: Tracker) -> None:
+    """What prepare_data records: the data on its run, and on the parent run what
+    makes runs comparable (the space fingerprint, the data's digest, the dataset)."""
     tracker.params(to_dict(cfg.data), "data.")
-    tracker.metrics({"data/train_images": len(splits.train), "data/val_images": len(splits.val),
-                     "data/test_images": len(splits.test),
+    tracker.metrics({"data/train_images": manifest["train"], "data/val_images": manifest["val"],
+                     "data/test_images": manifest["test"],
                      "data/skipped_images": len(manifest["skipped_images"])})
     tracker.table(manifest["skipped_images"], "skipped_images.json")  # none: nothing logged
     if "shards" in manifest:  # prepared into shards (or reusing them)
         tracker.metrics({"data/shards": manifest["shard_count"]})
         tracker.tags({"data.shards": manifest["shards"],
                       "data.shards_reused": str(manifest["shards_reused"]).lower()})
+    fingerprint = manifest["space_fingerprint"]
     for run in (tracker, tracker.parent):  # what makes runs comparable, where they are compared
-        run.tags({"space_fingerprint": space.fingerprint})
-        run.params({"space_fingerprint": space.fingerprint, "data_digest": manifest["digest"]})
+        run.tags({"space_fingerprint": fingerprint})
+        run.params({"space_fingerprint": fingerprint, "data_digest": manifest["digest"]})
         run.dataset(manifest)
-    return manifest
+
+
+def record_prepared(cfg: PipelineConfig, dataset_path: str, step: Tracker,
+                    minutes: float | None = None) -> None:
+    """prepare_data's record in a pipeline run, made by the step after it (``step``
+    is that step's run): KFP may take prepare_data's output from its cache, from an
+    earlier run of the same config, so prepare_data takes no per-run input (such as
+    the parent run) and logs nothing itself. The record is a child run
+    ``prepare_data`` of ``step``'s parent, made once: a retried step finds the
+    parent already holding the data's digest. ``minutes``: the preparation's."""
+    if not step.active or not step.parent_run_id:
+        return
+    parent = step.parent._call("get_run")
+    if parent is None or "data_digest" in parent.data.params:
+        return
+    tracker = Tracker(step.tracking_uri, cfg.tracking.experiment, "prepare_data",
+                      parent_run_id=step.parent_run_id)
+    record_data(cfg, prepared.read(dataset_path), tracker)
+    if minutes is not None:
+        tracker.metrics({"minutes": minutes})
+        tracker.parent.metrics({"minutes/prepare_data": minutes})
+    tracker.end()
 
 
 def _open(cfg: PipelineConfig, dataset: str, tracker: Tracker):
@@ -318,8 +347,7 @@ def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoi
     if nodes:
         out = nodes.run(cfg, dataset, (arch, checkpoint_uri, checkpoint_uri), tracker,
                         cfg.retrain.device)
-        for name in ("best.pt", "final.pt"):
-            storage.download_file(storage.join(checkpoint_uri, name), Path(out_dir, name))
+        _download_weights(checkpoint_uri, out_dir)
         return out
     return _on_every_device(cfg, cfg.retrain.device, _retrain,
                             (cfg, dataset, arch, out_dir, checkpoint_uri), tracker)
@@ -339,11 +367,20 @@ def _retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpo
     _, result = train_subnet(space, arch, splits, cfg.retrain, out_dir=work,
                              callback=tracker.metrics)
     if work != out_dir and world()[0] == 0:  # the state lives in storage; the model goes out
-        for name in ("best.pt", "final.pt"):
-            storage.download_file(storage.join(work, name), Path(out_dir, name))
-    best = max(result.history, key=lambda h: h.get("val_top1", -1))
+        _download_weights(work, out_dir)
+    # train_subnet scores the weights at least once, at the end if max_steps stopped it
+    # before an epoch's evaluation
+    best = max((h for h in result.history if "val_top1" in h),
+               key=lambda h: h["val_top1"], default={})
     return {"arch": arch, "steps": result.steps, "best_val_top1": best.get("val_top1"),
-            "best_epoch": best["epoch"]}
+            "best_epoch": best.get("epoch")}
+
+
+def _download_weights(work: str, out_dir: str) -> None:
+    """best.pt, and final.pt unless the run stopped early (max_steps) and has none."""
+    storage.download_file(storage.join(work, "best.pt"), Path(out_dir, "best.pt"))
+    if storage.exists(storage.join(work, "final.pt")):
+        storage.download_file(storage.join(work, "final.pt"), Path(out_dir, "final.pt"))
 
 
 def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
@@ -358,7 +395,6 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     from .export import check_onnx, check_program, export, export_onnx, save_program
     from .latency import model_latency_ms
     from .subnet import build_subnet
-    from .tracking import log_model
 
     splits, space, _ = _open(cfg, dataset, tracker)
     blob = load_weights(str(Path(model_dir, "best.pt")))
@@ -381,17 +417,27 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
             {"madds": cost.madds, "params": cost.params, "latency_ms": latency_ms},
             budgets(cfg.search)),
     }
-    tracker.metrics({k: v for k, v in summary.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    described = {"arch": arch, "madds": cost.madds, "params": cost.params}
+    return record_evaluated(cfg, summary, model, space.input_size, program, tracker)
+
+
+def record_evaluated(cfg: PipelineConfig, summary: dict, model, input_size: int, program,
+                     tracker: Tracker) -> dict:
+    """evaluate's MLflow record of one model: its arch and cost as params, the model
+    logged from ``program`` (its torch.export) and registered as
+    tracking.registered_model, with ``summary``'s figures as the model's metrics.
+    Returns ``summary`` with the registered version and the run's id."""
+    from .tracking import log_model
+
+    described = {k: summary[k] for k in ("arch", "madds", "params")}
     tracker.params(described)
-    tracker.tags({"arch": arch})
-    version = log_model(tracker, model, space.input_size,
+    tracker.tags({"arch": summary["arch"]})
+    # the figures go into the run with the logged model's id: the model's page shows them
+    version = log_model(tracker, model, input_size,
                         registered_name=cfg.tracking.registered_model or None, params=described,
-                        program=program)
-    summary["registered_version"] = version
-    summary["mlflow_run_id"] = tracker.run_id
-    return summary
+                        program=program,
+                        metrics={k: v for k, v in summary.items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return {**summary, "registered_version": version, "mlflow_run_id": tracker.run_id}
 
 
 def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,

@@ -79,6 +79,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, *,
                  parent_run_id: str = "", run_id: str = "", tags: Mapping[str, str] | None = None):
         self.run_id: str | None = None
+        self.model_id: str | None = None  # the LoggedModel ``log_model`` made in this run
         self.client = None
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
@@ -171,12 +172,15 @@ class Tracker:
         for i in range(0, len(items), 100):
             self._call("log_batch", params=items[i:i + 100])
 
-    def metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    def metrics(self, metrics: Mapping[str, float], step: int = 0,
+                model_id: str | None = None) -> None:
+        """Log metrics; with ``model_id`` they are also the metrics of that LoggedModel
+        (the model's page in the MLflow UI lists them)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(_key(k), float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float))]
+        items = [Metric(_key(k), float(v), now, step, model_id=model_id)
+                 for k, v in metrics.items() if isinstance(v, (int, float))]
         if items:
             self._call("log_batch", metrics=items)
 
@@ -284,12 +288,14 @@ def model_requirements() -> list[str]:
 
 def log_model(tracker: Tracker, model, input_size: int, name: str = "model",
               registered_name: str | None = None, params: Mapping | None = None,
-              program=None) -> str | None:
+              program=None, metrics: Mapping[str, float] | None = None) -> str | None:
     """Log a subnet as a torch.export program (pt2: any batch size, no Python class
     and no unpickling to load) with a tensor signature and input example;
     optionally register it. Returns the registered version, if any. ``program``:
     the model's torch.export (``export.export``), logged as it is instead of
-    exporting the model again."""
+    exporting the model again. ``metrics``: the figures the model is judged by,
+    logged into the run with the LoggedModel's id (``tracker.model_id``), so the
+    model's own page lists them too; into the run alone if the model failed."""
     if not tracker.active:
         return None
     try:
@@ -316,10 +322,13 @@ def log_model(tracker: Tracker, model, input_size: int, name: str = "model",
                 # its check of the input example cannot run on a tensor model (the
                 # PyTorch flavor takes no list input): it would only warn, after a load
                 validate_serving_input=False)
-        return str(info.registered_model_version) if registered_name else None
     except Exception as err:  # noqa: BLE001
+        tracker.metrics(metrics or {})
         tracker._disable(f"log_model failed: {err}")
         return None
+    tracker.model_id = info.model_id
+    tracker.metrics(metrics or {}, model_id=info.model_id)
+    return str(info.registered_model_version) if registered_name else None
 
 
 def find_parent_run(tracking_uri: str, experiment: str, kfp_run_id: str) -> str:
@@ -372,8 +381,9 @@ def start_parent_run(cfg, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
     """The parent MLflow run of a pipeline run, with the params runs are compared by;
     returns its id ('' untracked). Under KFP's MLflow integration it is the root run
     KFP opened (found from this task's run), not a second one. What depends on the
-    data (the space fingerprint, the dataset) is logged by prepare_data, from the
-    manifest every step checks, so it is never derived twice."""
+    data (the space fingerprint, the dataset) is recorded by train_supernet, the step
+    after prepare_data (stages.record_prepared), from the manifest every step
+    checks, so it is never derived twice."""
     from . import __version__
     from .config import to_dict
 

@@ -389,9 +389,8 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     meta = {"arch": space.format(model.arch), "space": space.to_dict()}
     best_uri = storage.join(out_dir, "best.pt") if out_dir else None
 
-    def on_epoch_end(epoch: int, history: list[dict]) -> dict:
-        if (epoch + 1) % cfg.eval_every_epochs and (epoch + 1) < math.ceil(cfg.optim.epochs):
-            return {}
+    def evaluated(epoch: float, history: list[dict]) -> dict:
+        """Validation metrics of the weights now; best.pt when they beat ``history``'s."""
         scored = ema.module if ema is not None else model
         metrics = {f"val_{k}": v for k, v in accuracy(scored, val, amp=cfg.amp).items()}
         best = max((h.get("val_top1", -1.0) for h in history), default=-1.0)
@@ -402,6 +401,14 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     result = fit(model, batches, cfg, checkpoint_uri=storage.join(out_dir, "checkpoint.pt")
                  if out_dir else None, callback=callback, on_epoch_end=on_epoch_end, ema=ema,
                  fingerprint=_fingerprint("subnet", space, cfg, meta["arch"]), desc="retrain")
+    if not any("val_top1" in h for h in result.history):
+        # stopped (max_steps) before any epoch's evaluation: score the weights it has, so
+        # the run reports a validation accuracy and best.pt, what evaluate reads, exists
+        epoch = round(result.steps / len(batches), 4)
+        metrics = evaluated(epoch, result.history)
+        result.history.append({"epoch": epoch, "step": result.steps, **metrics})
+        if callback and rank == 0:
+            callback({f"retrain/epoch_{k}": v for k, v in metrics.items()}, result.steps)
     final = ema.module if ema is not None else model
     if out_dir and rank == 0 and not result.stopped_early:
         save_weights(storage.join(out_dir, "final.pt"), final, {**meta, "steps": result.steps})

@@ -5,12 +5,22 @@ failure reason, delete when the step is stopped or retried).
 
 The nodes run ``torchrun`` from the ``torch-distributed`` runtime, which sets
 PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR... on every node. The API calls
-made here are the ones manifests/base/trainjob-launcher.yaml grants.
+made here are the ones manifests/base/trainjob-launcher.yaml grants, plus the
+API server's OpenAPI document of the Trainer group, which Kubernetes lets every
+authenticated account read (the system:discovery ClusterRole).
+
+Kubeflow Trainer changed how a TrainJob sets its nodes' pods: v2.1 has
+``spec.podTemplateOverrides``, v2.2 replaced it with ``spec.runtimePatches`` and
+added ``spec.activeDeadlineSeconds``. The step reads which fields the installed
+TrainJob CRD has, sends the matching shape, and creates it with strict field
+validation: a field the API server does not know is an error, never silently
+dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import signal
@@ -26,7 +36,33 @@ MANAGER = "scarlet-nas"  # owner of the runtime patch
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"  # the TrainJob's JobSet has its name
 JOB_LABEL = "batch.kubernetes.io/job-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # in-cluster credentials
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # the pod's own: KFP's
+# the launcher's API token (a service-account-token Secret: token, ca.crt, namespace), mounted
+# beside the pod's own credentials, never over them: KFP's launcher in the same container
+# talks to the API server as the pod's service account
+LAUNCHER_TOKEN_DIR = "/var/run/secrets/scarlet-nas/trainjob-launcher"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # the Kueue LocalQueue that admits a TrainJob
+# the node pods run as the image's user (docker/Dockerfile) and pass the restricted Pod
+# Security Standard
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# no Istio sidecar on the nodes, as KFP sets for its own pods: torch's rendezvous and
+# NCCL use ports chosen at run time, which the mesh's deny-all would refuse between nodes
+NODE_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
+
+# the TrainJob spec field that sets the node pods, by Kubeflow Trainer version
+PATCHES, OVERRIDES = "runtimePatches", "podTemplateOverrides"
+TRAINER = {PATCHES: "v2.2 or later", OVERRIDES: "v2.1", "podSpecOverrides": "v2.0"}
+SHAPES = (PATCHES, OVERRIDES)  # the ones this project writes, newest first
+# what a v2.1 pod template override may set (its PodTemplateSpecOverride, ContainerOverride)
+V21_POD = ("serviceAccountName", "nodeSelector", "affinity", "tolerations", "volumes",
+           "initContainers", "containers", "schedulingGates", "imagePullSecrets")
+V21_CONTAINER = ("name", "env", "volumeMounts")
+# the installed CRDs' schemas, as the API server publishes them (OpenAPI v3)
+OPENAPI = f"/openapi/v3/apis/{GROUP}/{VERSION}"
+OPENAPI_TRAINJOB = "org.kubeflow.trainer.v1alpha1.TrainJob"
+UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
 
 log = logging.getLogger("scarletnas")
 
@@ -39,6 +75,14 @@ class TrainJobError(RuntimeError):
     def __init__(self, message: str, kind: str = ""):
         super().__init__(message)
         self.kind = kind
+
+
+class UnknownFields(TrainJobError):
+    """The API server refused a TrainJob (strict field validation): its CRD lacks ``fields``."""
+
+    def __init__(self, fields: list[str], message: str):
+        super().__init__(message, kind="ConfigError")
+        self.fields = fields
 
 
 @dataclass
@@ -60,7 +104,7 @@ class Placement:
         own API token, which the nodes must not get."""
         fields = {k: getattr(task_config, k, None) for k in cls.__dataclass_fields__}
         mounts = fields["volume_mounts"] or []
-        token = {m.get("name") for m in mounts if m.get("mountPath") == SERVICE_ACCOUNT_DIR}
+        token = {m.get("name") for m in mounts if m.get("mountPath") == LAUNCHER_TOKEN_DIR}
         fields["volume_mounts"] = [m for m in mounts if m.get("name") not in token] or None
         fields["volumes"] = [v for v in fields["volumes"] or []
                              if v.get("name") not in token] or None
@@ -83,10 +127,14 @@ def secret_env(secret: str, keys: tuple[str, ...]) -> list[dict]:
 
 def build(name: str, *, image: str, command: list[str], nodes: int, procs_per_node: int,
           runtime: str, placement: Placement, env: list[dict], labels: dict[str, str],
-          shm_size: str, service_account: str = "") -> dict:
-    """The TrainJob: ``command`` on ``nodes`` nodes of ``image``, each node with the
-    task's resources, placement and env, a memory-backed /dev/shm and ``labels``,
-    as ``service_account`` (the runtime's default when empty)."""
+          shm_size: str, service_account: str = "", deadline: int = 0,
+          queue: str = "") -> dict:
+    """The TrainJob, as Trainer v2.2+ reads it: ``command`` on ``nodes`` nodes of
+    ``image``, each node with the task's resources, placement and env, a memory-backed
+    /dev/shm, ``labels`` and a restricted security context, as ``service_account``
+    (the runtime's default when empty); stopped after ``deadline`` seconds (0: never),
+    admitted by Kueue from LocalQueue ``queue`` when set. ``shaped`` writes it for
+    another Trainer version."""
     names = {e["name"] for e in placement.env or []}
     trainer = {"image": image, "command": command, "numNodes": nodes,
                "numProcPerNode": procs_per_node,
@@ -96,18 +144,66 @@ def build(name: str, *, image: str, command: list[str], nodes: int, procs_per_no
     shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}
     pod = {"serviceAccountName": service_account, "nodeSelector": placement.node_selector,
            "tolerations": placement.tolerations, "affinity": placement.affinity,
-           "volumes": list(placement.volumes or []) + [shm],
-           "containers": [{"name": NODE, "volumeMounts": list(placement.volume_mounts or [])
+           "securityContext": POD_SECURITY, "volumes": list(placement.volumes or []) + [shm],
+           "containers": [{"name": NODE, "securityContext": CONTAINER_SECURITY,
+                           "volumeMounts": list(placement.volume_mounts or [])
                            + [{"name": "dshm", "mountPath": "/dev/shm"}]}]}
     patch = {"template": {"spec": {"replicatedJobs": [{"name": NODE, "template": {"spec": {
-        "template": {"metadata": {"labels": labels},
+        "template": {"metadata": {"labels": labels, "annotations": NODE_ANNOTATIONS},
                      "spec": {k: v for k, v in pod.items() if v}}}}}]}}}
+    spec = {"runtimeRef": {"name": runtime}, "trainer": trainer,
+            PATCHES: [{"manager": MANAGER, "trainingRuntimeSpec": patch}]}
+    if deadline:
+        spec["activeDeadlineSeconds"] = deadline
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"runtimeRef": {"name": runtime}, "trainer": trainer,
-                     "runtimePatches": [{"manager": MANAGER, "trainingRuntimeSpec": patch}]}}
+            "metadata": {"name": name, "labels": {**labels, **({QUEUE_LABEL: queue} if queue
+                                                               else {})}},
+            "spec": spec}
     validate(body)
     return body
+
+
+def api_shape(fields: set[str]) -> str:
+    """Which TrainJob this project writes for a CRD whose spec has ``fields``;
+    a one-line refusal for a Trainer it cannot set the node pods of."""
+    for shape in SHAPES:
+        if shape in fields:
+            return shape
+    found = (f"Kubeflow Trainer {TRAINER['podSpecOverrides']}'s (spec.podSpecOverrides)"
+             if "podSpecOverrides" in fields else
+             "of an unknown Kubeflow Trainer version (its spec has neither runtimePatches "
+             "nor podTemplateOverrides)")
+    raise TrainJobError(f"the cluster's TrainJob API is {found}, which this project does not "
+                        "support: install Kubeflow Trainer v2.2 or later, or v2.1 "
+                        "(docs/deploy.md)", kind="ConfigError")
+
+
+def shaped(body: dict, shape: str) -> tuple[dict, list[str]]:
+    """``body`` (``build``'s, Trainer v2.2+) written for the Trainer whose CRD sets the
+    node pods with ``shape``, and the fields that Trainer cannot carry."""
+    if shape == PATCHES:
+        return body, []
+    spec = dict(body["spec"])
+    lost = ["spec.activeDeadlineSeconds"] if spec.pop("activeDeadlineSeconds", None) else []
+    overrides = []
+    for patch in spec.pop(PATCHES, []):
+        for job in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            template = job["template"]["spec"]["template"]
+            pod = template.get("spec") or {}
+            lost += [f"pod.{k}" for k in pod if k not in V21_POD]
+            for key in ("initContainers", "containers"):
+                if key in pod:
+                    lost += [f"{key}[{c['name']}].{k}" for c in pod[key] for k in c
+                             if k not in V21_CONTAINER]
+                    pod = {**pod, key: [{k: v for k, v in c.items() if k in V21_CONTAINER}
+                                        for c in pod[key]]}
+            override = {"targetJobs": [{"name": job["name"]}],
+                        "spec": {k: v for k, v in pod.items() if k in V21_POD}}
+            if template.get("metadata"):
+                override["metadata"] = template["metadata"]
+            overrides.append(override)
+    spec[OVERRIDES] = overrides
+    return {**body, "spec": spec}, lost
 
 
 def validate(body: dict) -> None:
@@ -145,6 +241,7 @@ class Cluster:
     def __init__(self, api_client, namespace: str, pod: str = ""):
         from kubernetes import client
 
+        self.api = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
@@ -152,16 +249,19 @@ class Cluster:
 
     @classmethod
     def connect(cls) -> Cluster:
-        """In a pod: its service account and namespace; elsewhere: the kubeconfig."""
+        """In a pod: the launcher's token (LAUNCHER_TOKEN_DIR) and its namespace;
+        elsewhere: the kubeconfig."""
         import os
 
         from kubernetes import client, config
+        from kubernetes.config.incluster_config import InClusterConfigLoader
 
         pod = ""
         try:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):
-                config.load_incluster_config()
-                with open(f"{SERVICE_ACCOUNT_DIR}/namespace") as f:
+                InClusterConfigLoader(token_filename=f"{LAUNCHER_TOKEN_DIR}/token",
+                                      cert_filename=f"{LAUNCHER_TOKEN_DIR}/ca.crt").load_and_set()
+                with open(f"{LAUNCHER_TOKEN_DIR}/namespace") as f:
                     namespace = f.read().strip()
                 pod = os.environ.get("HOSTNAME", "")  # a pod's host name is its name
             else:
@@ -173,7 +273,7 @@ class Cluster:
             raise TrainJobError(
                 f"no Kubernetes API credentials for starting a TrainJob ({err}): in a "
                 f"pipeline the step mounts the Secret resources.launcher_token_secret at "
-                f"{SERVICE_ACCOUNT_DIR} (manifests/base/trainjob-launcher.yaml); elsewhere "
+                f"{LAUNCHER_TOKEN_DIR} (manifests/base/trainjob-launcher.yaml); elsewhere "
                 "set KUBECONFIG") from None
         return cls(client.ApiClient(), namespace, pod)
 
@@ -205,9 +305,42 @@ class Cluster:
                 return False
             raise TrainJobError(_api_problem(err, self.namespace)) from None
 
+    def trainjob_fields(self) -> set[str] | None:
+        """The spec fields of the installed TrainJob CRD, from the API server's OpenAPI
+        document of the Trainer group; None when it cannot be read."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.api.call_api(OPENAPI, "GET", header_params={
+                "Accept": "application/json"}, auth_settings=["BearerToken"],
+                _return_http_data_only=True, _preload_content=False)
+            schema = json.loads(response.data)["components"]["schemas"][OPENAPI_TRAINJOB]
+            return set(schema["properties"]["spec"]["properties"])
+        except ApiException as err:
+            log.info("cannot read %s (%s %s): the TrainJob API's fields are found by "
+                     "creating it", OPENAPI, err.status, err.reason)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            log.info("no TrainJob schema in %s (%r): the TrainJob API's fields are found "
+                     "by creating it", OPENAPI, err)
+        return None
+
     def create(self, body: dict) -> dict:
-        return self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION,
-                          self.namespace, PLURAL, body)
+        """With strict field validation: a field the CRD lacks is refused (UnknownFields)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, field_validation="Strict")
+        except ApiException as err:
+            message = _message(err)
+            if err.status == 400 and UNKNOWN_FIELD.search(message):
+                raise UnknownFields(UNKNOWN_FIELD.findall(message), message) from None
+            if err.status == 404:
+                raise TrainJobError(f"the Kubernetes API serves no {PLURAL}.{GROUP}/{VERSION} "
+                                    f"in namespace {self.namespace} ({message}): install "
+                                    "Kubeflow Trainer (docs/deploy.md)", kind="ConfigError"
+                                    ) from None
+            raise TrainJobError(_api_problem(err, self.namespace)) from None
 
     def get(self, name: str) -> dict | None:
         return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION,
@@ -375,11 +508,14 @@ def _deleted_unless_finished(cluster: Cluster, name: str) -> Iterator[dict]:
 
 def run(cluster: Cluster, body: dict, *, pending_timeout: float, poll: float = 5.0,
         echo: Callable[[str], None] = print) -> dict:
-    """Create the TrainJob ``body`` (replacing one an earlier attempt of the step
-    left), wait for it and return it completed; node 0's log goes to ``echo``.
-    Raises TrainJobError with the failure reason."""
+    """Create the TrainJob ``body`` (``build``'s; replacing one an earlier attempt of
+    the step left) in the shape the cluster's Trainer reads, wait for it and return
+    it completed; node 0's log goes to ``echo``. Raises TrainJobError with the
+    failure reason; stops the TrainJob once it ran past its activeDeadlineSeconds,
+    also where the Trainer cannot."""
     name = body["metadata"]["name"]
     runtime = body["spec"]["runtimeRef"]["name"]
+    deadline = body["spec"].get("activeDeadlineSeconds") or 0
     if cluster.get(name) is not None:  # an earlier attempt's; the new one resumes its work
         log.info("replacing TrainJob %s left by an earlier attempt of this step", name)
         cluster.delete_and_wait(name)
@@ -391,20 +527,70 @@ def run(cluster: Cluster, body: dict, *, pending_timeout: float, poll: float = 5
     if owner:
         body = {**body, "metadata": {**body["metadata"], "ownerReferences": [owner]}}
         validate(body)
-    cluster.create(body)
+    shape = _create(cluster, body)
     nodes = body["spec"]["trainer"]["numNodes"]
-    log.info("TrainJob %s created: %d nodes in namespace %s", name, nodes, cluster.namespace)
+    log.info("TrainJob %s created for Kubeflow Trainer %s: %d nodes in namespace %s", name,
+             TRAINER[shape], nodes, cluster.namespace)
     logs = _NodeLogs(cluster, echo)
     try:
         with _deleted_unless_finished(cluster, name) as outcome:
-            return _wait(cluster, name, nodes, pending_timeout, poll, logs, outcome)
+            return _wait(cluster, name, nodes, _Limits(pending_timeout, deadline, shape), poll,
+                         logs, outcome)
     finally:  # after a delete, so that the followed logs end
         logs.close()
 
 
-def _wait(cluster: Cluster, name: str, nodes: int, pending_timeout: float, poll: float,
+def _create(cluster: Cluster, body: dict) -> str:
+    """Create ``body`` in the shape of the installed CRD (read from the API server's
+    OpenAPI; if unreadable, the newest shape the API server accepts); that shape."""
+    fields = cluster.trainjob_fields()
+    shapes = [api_shape(fields)] if fields is not None else list(SHAPES)
+    for i, shape in enumerate(shapes):
+        sent, lost = shaped(body, shape)
+        try:
+            cluster.create(sent)
+        except UnknownFields as err:
+            if f"spec.{shape}" in err.fields and i + 1 < len(shapes):
+                continue  # an older Trainer: its shape next
+            if f"spec.{shape}" in err.fields:
+                api_shape(set())  # knows none of the shapes: refuse, naming them
+            raise TrainJobError(
+                f"the cluster's TrainJob API (Kubeflow Trainer {TRAINER[shape]}, by its fields) "
+                f"refused fields it does not know: {', '.join(err.fields)}; install Kubeflow "
+                "Trainer v2.2 or later (docs/deploy.md)", kind="ConfigError") from None
+        if lost:
+            log.warning("Kubeflow Trainer %s cannot set %s: the node pods run with the "
+                        "runtime's security context (a namespace that enforces the restricted "
+                        "Pod Security Standard refuses them) and this step stops the TrainJob "
+                        "at its deadline itself; Trainer v2.2 or later sets both",
+                        TRAINER[shape], ", ".join(lost))
+        return shape
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class _Limits:
+    pending: float  # seconds for all nodes to start
+    deadline: float  # seconds the TrainJob may be active (0: no limit)
+    shape: str  # the spec field that set the node pods
+
+
+def _pending_problem(job: dict, pods, limits: _Limits) -> str:
+    spec = job.get("spec") or {}
+    if spec.get("suspend"):
+        queue = (job.get("metadata") or {}).get("labels", {}).get(QUEUE_LABEL)
+        return ("the TrainJob is suspended" + (f": Kueue has not admitted it from LocalQueue "
+                                               f"{queue}" if queue else ""))
+    problem = _scheduling_problem(pods)
+    if not pods and limits.shape == OVERRIDES:
+        problem += (" (Trainer v2.1 cannot give the node pods a security context: a namespace "
+                    "that enforces the restricted Pod Security Standard refuses them)")
+    return problem
+
+
+def _wait(cluster: Cluster, name: str, nodes: int, limits: _Limits, poll: float,
           logs: _NodeLogs, outcome: dict) -> dict:
-    started, all_started = time.monotonic(), False
+    started, all_started, active_since = time.monotonic(), False, None
     while True:
         job = cluster.get(name)
         if job is None:
@@ -421,14 +607,25 @@ def _wait(cluster: Cluster, name: str, nodes: int, pending_timeout: float, poll:
             outcome["finished"] = True
             kind, node = _node_error(pods)
             reason = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".strip()
+            hint = (f"; it ran past resources.trainjob_deadline ({limits.deadline:.0f} s)"
+                    if failed.get("reason") == "DeadlineExceeded" else "")
             raise TrainJobError(f"TrainJob {name} failed ({reason})"
-                                + (f"; {node}" if node else ""), kind=kind)
+                                + (f"; {node}" if node else "") + hint, kind=kind)
+        now = time.monotonic()
+        if active_since is None and not (job.get("spec") or {}).get("suspend"):
+            active_since = now  # the Trainer's deadline counts from here too (or earlier)
+        if limits.deadline and active_since is not None and \
+                now - active_since > limits.deadline:
+            raise TrainJobError(f"TrainJob {name} ran past resources.trainjob_deadline "
+                                f"({limits.deadline:.0f} s) and was stopped")
         running = sum(_started(p) for p in pods)
         all_started = all_started or running >= nodes
-        waited = time.monotonic() - started
-        if not all_started and waited > pending_timeout:
+        waited = now - started
+        if not all_started and waited > limits.pending:
             raise TrainJobError(
                 f"TrainJob {name} still waits for nodes after {waited:.0f} s ({running} of "
-                f"{nodes} started): {_scheduling_problem(pods)}. Free the GPUs, lower "
-                "resources.nodes or raise resources.pending_timeout")
+                f"{nodes} started): {_pending_problem(job, pods, limits)}. "
+                + ("Give the queue quota" if (job.get("spec") or {}).get("suspend") else
+                   "Free the GPUs, lower resources.nodes")
+                + " or raise resources.pending_timeout")
         time.sleep(poll)

@@ -52,6 +52,18 @@ def stack(tmp_path_factory):
     s.down()
 
 
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory):
+    """MLflow as the base manifests deploy it (basic-auth, the allowed hosts) on
+    127.0.0.1, and those hosts: started once, for test_mlflow_security and
+    test_mlflow_pipeline_user (each uses experiments and models of its own)."""
+    from .test_mlflow_security import start_deployed
+
+    stack, hosts = start_deployed(tmp_path_factory.mktemp("deployed"))
+    yield stack, hosts
+    stack.down()
+
+
 @pytest.fixture
 def s3_env(stack, monkeypatch):
     """This process's S3 client pointed at the module's real S3 server."""

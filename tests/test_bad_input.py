@@ -79,6 +79,7 @@ def make_bad_files(tmp: Path) -> Path:
     (tmp / "broken-state.json").write_text('{"generation": 3, "popul')
     (tmp / "list-state.json").write_text("[1, 2, 3]")
     (tmp / "empty.pt").write_bytes(b"")
+    (tmp / "empty-token").write_text("\n")  # a KFP token file without a token
     (tmp / "pickle.pt").write_bytes(pickle.dumps(_Evil()))
 
     cfg = PipelineConfig()

@@ -35,16 +35,16 @@ def _mlflow_container(docs) -> dict:
     return _find(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """MLflow as the base manifests run it, on 127.0.0.1."""
+def start_deployed(root: Path) -> tuple[Stack, list[str]]:
+    """MLflow as the base manifests run it, on 127.0.0.1, and the Host names the
+    manifests allow. The tests get it as the session's ``deployed`` fixture
+    (conftest.py): one server for this module and test_mlflow_pipeline_user."""
     docs = render("base")
     settings = _find(docs, "ConfigMap", "scarlet-nas-mlflow")["data"]
     container = _mlflow_container(docs)
     auth_ini = configparser.ConfigParser()
     auth_ini.read_string(_find(docs, "ConfigMap", "scarlet-nas-mlflow-auth-config")["data"]
                          ["basic_auth.ini"])
-    root = tmp_path_factory.mktemp("deployed")
     auth_ini["mlflow"]["database_uri"] = f"sqlite:///{root / 'auth.db'}"
     with (root / "basic_auth.ini").open("w") as f:
         auth_ini.write(f)
@@ -54,13 +54,16 @@ def deployed(tmp_path_factory):
     app = container["args"][container["args"].index("--app-name") + 1]
     # plus the address the clients here use (in the cluster: mlflow.kubeflow:5000)
     hosts = f"{settings['MLFLOW_SERVER_ALLOWED_HOSTS']},127.0.0.1:{stack.mlflow_port}"
-    stack.start_mlflow(args=("--app-name", app), env={
-        "MLFLOW_SERVER_ALLOWED_HOSTS": hosts,
-        "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
-        "MLFLOW_AUTH_ADMIN_USERNAME": USER, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-signing-key"})
-    yield stack, settings["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
-    stack.down()
+    try:
+        stack.start_mlflow(args=("--app-name", app), env={
+            "MLFLOW_SERVER_ALLOWED_HOSTS": hosts,
+            "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
+            "MLFLOW_AUTH_ADMIN_USERNAME": USER, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-signing-key"})
+    except BaseException:
+        stack.down()  # the S3 server too
+        raise
+    return stack, settings["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
 
 
 def _status(stack, path: str, host: str, login: tuple[str, str] | None = None) -> int:
@@ -182,11 +185,13 @@ def test_every_pipeline_pod_carries_the_label_the_policy_admits(tmp_path):
     assert len(executors) == 9
     for name, spec in executors.items():
         assert spec["podMetadata"]["labels"][MLFLOW_CLIENT_LABEL] == "true", name
-        assert {"secretName": "scarlet-nas-mlflow-auth"} in [
-            {"secretName": s["secretName"]} for s in spec["secretAsEnv"]], name
+        # the pipeline's own MLflow account by default, never the server's admin
+        secrets = [s["secretName"] for s in spec["secretAsEnv"]]
+        assert "scarlet-nas-mlflow-pipeline" in secrets, name
+        assert "scarlet-nas-mlflow-auth" not in secrets, name
 
 
-def test_aws_overlay_gives_each_account_its_own_role_and_keeps_tokens_unmounted():
+def test_aws_overlay_gives_each_account_its_own_role_and_keeps_mlflows_token_unmounted():
     docs = render("overlays/aws")
     accounts = {d["metadata"]["name"]: d["metadata"] for d in docs
                 if d["kind"] == "ServiceAccount"}

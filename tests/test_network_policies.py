@@ -461,10 +461,6 @@ CALLERS = {
     "a pod labelled `scarlet-nas/mlflow-client=true` in any other namespace":
         (lambda: Pod("stranger", "default", {MLFLOW_CLIENT_LABEL: "true"}), SINGLE),
 }
-# a row that holds only once scarletnas/trainjob.py starts the nodes without a sidecar
-SIDECAR_PENDING = pytest.mark.xfail(
-    strict=True, reason="TrainJob node pods still get a sidecar: trainjob.build must annotate "
-                        "its pod template sidecar.istio.io/inject: \"false\"")
 
 
 def docs_table() -> dict[str, tuple[str, str]]:
@@ -501,8 +497,7 @@ def test_the_docs_table_lists_every_caller():
     assert list(docs_table()) == list(CALLERS)
 
 
-@pytest.mark.parametrize("caller", [
-    pytest.param(c, marks=SIDECAR_PENDING) if "TrainJob" in c else c for c in CALLERS])
+@pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("overlay", WITH_POSTGRES)
 def test_who_reaches_mlflow_and_postgres_is_what_the_docs_say(overlay, caller):
     assert decide(overlay, caller) == docs_table()[caller]

@@ -104,6 +104,28 @@ def test_leaderboard_leads_with_the_supernet_warning():
     assert warned.endswith(plain)
 
 
+def test_retrain_stopped_before_its_first_evaluation_scores_what_it_has(tmp_path):
+    """retrain.max_steps ending inside the first epoch: no epoch was evaluated, so the
+    stage scores the weights it has at the end and keeps them as best.pt (what
+    evaluate reads); final.pt, written only by a finished schedule, is not there."""
+    from scarletnas.checkpoint import load_weights
+
+    cfg = load_pipeline_config(None, ["space.width_mult=0.25", "retrain.optim.epochs=2",
+                                      "retrain.optim.batch_size=16", "retrain.max_steps=2",
+                                      "retrain.log_every=1"])
+    dataset = str(tmp_path / "dataset.json")
+    stages.prepare_data(cfg, dataset, Tracker("", "", ""))
+    arch = "-".join(["e3k3"] * 8)
+    work, model_dir = tmp_path / "ckpt", tmp_path / "model"  # the pipeline's layout
+    out = stages.retrain(cfg, dataset, arch, str(model_dir), str(work), Tracker("", "", ""))
+    assert out["steps"] == 2 and 0 < out["best_epoch"] < 1
+    assert 0 <= out["best_val_top1"] <= 1
+    best = load_weights(str(model_dir / "best.pt"))
+    assert best["meta"]["arch"] == arch and best["meta"]["val_top1"] == out["best_val_top1"]
+    assert best["meta"]["epoch"] == out["best_epoch"]
+    assert not (model_dir / "final.pt").exists() and not (work / "final.pt").exists()
+
+
 def test_a_step_refuses_data_or_config_that_differs_from_the_prepared(tiny_run, tmp_path):
     """Every step reads the manifest and checks it: a changed source, another data
     setting or another space is an error naming it, not a silently different run."""

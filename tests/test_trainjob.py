@@ -31,7 +31,7 @@ from scarletnas.tracking import Tracker
 from .k8s_api_server import UNSCHEDULABLE, FakeCluster
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN_DIR = trainjob.SERVICE_ACCOUNT_DIR
+TOKEN_DIR = trainjob.LAUNCHER_TOKEN_DIR
 
 
 def _granted() -> set[tuple[str, str]]:
@@ -81,8 +81,9 @@ def test_the_trainjob_is_valid_for_the_trainer_api_and_carries_the_task_settings
     assert pod["spec"]["tolerations"][0]["key"] == "gpu"
     # the launching step's API token stays with it; the nodes get a memory /dev/shm
     assert [v["name"] for v in pod["spec"]["volumes"]] == ["dshm"]
-    assert pod["spec"]["containers"] == [{"name": "node", "volumeMounts": [
-        {"name": "dshm", "mountPath": "/dev/shm"}]}]
+    assert pod["spec"]["containers"] == [{
+        "name": "node", "securityContext": trainjob.CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]
     trainjob.validate(body)  # and what the Trainer API would not read is refused:
     with pytest.raises(ValueError, match="spec.podSpecOverrides"):
         trainjob.validate({**body, "spec": {**body["spec"], "podSpecOverrides": [{}]}})
