@@ -59,8 +59,11 @@ def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT, verbose: bool 
 
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    # one machine, no preemption: a failed step is reported at once, not retried
-    cfg = dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, retries=0))
+    # one machine, no preemption: a failed step is reported at once, not retried; and
+    # retrains take turns (unless set), each using every core: side by side, their
+    # threads would fight over the same cores and both run several times slower
+    cfg = dataclasses.replace(cfg, resources=dataclasses.replace(
+        cfg.resources, retries=0, retrain_parallelism=cfg.resources.retrain_parallelism or 1))
     if not cfg.checkpoint_root:
         cfg.checkpoint_root = str(root / "checkpoints")
     pipeline_root = root / "pipeline_root"

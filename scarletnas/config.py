@@ -123,6 +123,9 @@ class OptimConfig:
     lr: float = 0.05  # for batch_size; scale it with the batch
     batch_size: int = 64  # per process
     epochs: float = 30
+    # at least this many steps, whatever the epochs give: a small data set (a user's
+    # first folder of a few hundred images) still trains long enough to learn
+    min_steps: int = 0
     warmup_epochs: float = 1.0
     momentum: float = 0.9
     nesterov: bool = True
@@ -134,6 +137,7 @@ class OptimConfig:
         _check(self.lr > 0, f"optim.lr={self.lr}: must be positive")
         _check(self.batch_size >= 2, "optim.batch_size must be >= 2 (BatchNorm needs a batch)")
         _check(self.epochs > 0, f"optim.epochs={self.epochs}: must be positive")
+        _check(self.min_steps >= 0, f"optim.min_steps={self.min_steps}: must be >= 0")
         _check(0 <= self.warmup_epochs < self.epochs,
                "optim.warmup_epochs must be >= 0 and below optim.epochs")
         _check(0 <= self.momentum < 1, "optim.momentum must be in [0, 1)")
@@ -411,12 +415,14 @@ class ResourcesConfig:
 
 
 def _local_supernet() -> SupernetConfig:
-    return SupernetConfig(optim=OptimConfig(epochs=18, warmup_epochs=1, lr=0.1), log_every=10,
+    return SupernetConfig(optim=OptimConfig(epochs=18, warmup_epochs=1, lr=0.1, min_steps=600),
+                          log_every=10,
                           extensions=3)
 
 
 def _local_retrain() -> RetrainConfig:
-    return RetrainConfig(optim=OptimConfig(epochs=15, warmup_epochs=1, lr=0.1), dropout=0.1,
+    return RetrainConfig(optim=OptimConfig(epochs=15, warmup_epochs=1, lr=0.1, min_steps=400),
+                         dropout=0.1,
                          log_every=20)
 
 

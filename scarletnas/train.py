@@ -145,7 +145,7 @@ class _Schedule:
 
     @classmethod
     def of(cls, run: RunConfig, per_epoch: int) -> _Schedule:
-        total = max(1, math.ceil(run.optim.epochs * per_epoch))
+        total = max(1, math.ceil(run.optim.epochs * per_epoch), run.optim.min_steps)
         return cls(per_epoch, total, int(round(run.optim.warmup_epochs * per_epoch)),
                    min(total, run.max_steps) if run.max_steps else total)
 
@@ -395,8 +395,16 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
         metrics = {f"val_{k}": v for k, v in accuracy(scored, val, amp=cfg.amp).items()}
         best = max((h.get("val_top1", -1.0) for h in history), default=-1.0)
         if best_uri and rank == 0 and metrics["val_top1"] > best:
-            save_weights(best_uri, scored, {**meta, **metrics, "epoch": epoch + 1})
+            save_weights(best_uri, scored, {**meta, **metrics, "epoch": epoch})
         return metrics
+
+    schedule = _Schedule.of(cfg, len(batches))
+    last_epoch = math.ceil(schedule.total / schedule.per_epoch)
+
+    def on_epoch_end(epoch: int, history: list[dict]) -> dict:
+        if (epoch + 1) % cfg.eval_every_epochs and (epoch + 1) < last_epoch:
+            return {}
+        return evaluated(epoch + 1, history)
 
     result = fit(model, batches, cfg, checkpoint_uri=storage.join(out_dir, "checkpoint.pt")
                  if out_dir else None, callback=callback, on_epoch_end=on_epoch_end, ema=ema,

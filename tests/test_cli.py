@@ -85,7 +85,8 @@ def test_train_supernet_then_search_run_the_pipeline_stages(tmp_path, capsys):
     supernet = tmp_path / "sn" / "supernet.pt"
     assert main(["train-supernet", "--out", str(supernet), "--epochs", "1", "--width", "0.25",
                  "--no-stabilizer", "--set", "supernet.optim.warmup_epochs=0.2",
-                 "--set", "supernet.check_paths=3", "--set", "supernet.extensions=0",
+                 "--set", "supernet.optim.min_steps=0", "--set", "supernet.check_paths=3",
+                 "--set", "supernet.extensions=0",
                  # the release init without shortcuts: one epoch leaves it near chance
                  "--no-zero-init-residual", "--set", "space.shortcut=false"]) == 0
     trained = json.loads(capsys.readouterr().out)

@@ -24,6 +24,8 @@ from scarletnas.config import load_pipeline_config
 from scarletnas.supernet import Supernet
 from scarletnas.tracking import Tracker
 
+from .short_runs import NO_STEP_FLOOR
+
 
 def _one_step(x, y, genes):
     """One real training step (train._train_step) from a seeded supernet, each
@@ -62,7 +64,8 @@ def test_a_two_process_step_equals_one_process_on_the_global_batch(digits):
 def _cfg(tmp_path, processes, *extra):
     return load_pipeline_config(None, [
         "supernet.optim.epochs=3", "supernet.optim.warmup_epochs=0.5", "supernet.device=cpu",
-        "supernet.check_paths=4", "retrain.optim.epochs=10", "retrain.optim.warmup_epochs=0.5",
+        *NO_STEP_FLOOR, "supernet.check_paths=4", "retrain.optim.epochs=10",
+        "retrain.optim.warmup_epochs=0.5",
         "retrain.device=cpu", f"resources.processes={processes}", *extra])
 
 
@@ -115,7 +118,7 @@ def _train_cli(tmp_path, name, checkpoint):
             str(tmp_path / name / "supernet.pt"), "--epochs", "6", "--device", "cpu",
             "--checkpoint", str(checkpoint), "--set", "resources.processes=2",
             "--set", "supernet.checkpoint_every=3", "--set", "supernet.check_paths=0",
-            "--set", "supernet.optim.warmup_epochs=0.5"]
+            "--set", "supernet.optim.warmup_epochs=0.5", "--set", "supernet.optim.min_steps=0"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 

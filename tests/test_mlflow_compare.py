@@ -17,10 +17,12 @@ from scarletnas.tracking import (
     start_parent_run,
 )
 
+from .short_runs import NO_STEP_FLOOR
+
 TINY = ["space.width_mult=0.25", "supernet.optim.epochs=1", "supernet.optim.warmup_epochs=0.2",
         "supernet.check_paths=3", "search.generations=1", "search.population=4",
         "search.top_k=1", "retrain.optim.epochs=1", "retrain.optim.warmup_epochs=0.2",
-        "tracking.experiment=ablation"]
+        "tracking.experiment=ablation", *NO_STEP_FLOOR]
 HEADLINE = ["champion_test_top1", "champion_test_top5", "champion_madds", "champion_params",
             "champion_latency_ms", "supernet_final_loss", "supernet_sampled_top1",
             "search_hypervolume", "search_front_size", "minutes/prepare_data",

@@ -259,6 +259,7 @@ def test_supernet_trains_from_s3_shards_and_resumes_exactly_after_sigkill(s3_env
                 "supernet.check_paths": 8, "supernet.log_every": 5, "eval.calib_batch_size": 32}
     cmd = [sys.executable, "-m", "scarletnas.cli", "train-supernet", "--data", "imagefolder",
            "--source", prefix, "--space", "compact", "--epochs", "8", "--batch-size", "32",
+           "--set", "supernet.optim.min_steps=0",
            "--lr", "0.1", "--device", "cpu", "--seed", "0",
            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MLFLOW_TRACKING_URI": ""}

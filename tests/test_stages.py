@@ -15,6 +15,8 @@ from scarletnas.data import DataError
 from scarletnas.manifest import open_prepared
 from scarletnas.tracking import Tracker
 
+from .short_runs import NO_STEP_FLOOR
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -26,7 +28,7 @@ def tiny_run(tmp_path_factory):
         "space.shortcut=false", "ranking.epochs=1", "search.generations=2",
         "search.population=6", "search.objectives=top1,madds,latency",
         "search.max_madds=6e6", "search.max_latency_ms=50", "search.top_k=2",
-        "retrain.optim.epochs=1", "retrain.optim.warmup_epochs=0.2"])
+        "retrain.optim.epochs=1", "retrain.optim.warmup_epochs=0.2", *NO_STEP_FLOOR])
     dataset = str(root / "dataset.json")
     manifest = stages.prepare_data(cfg, dataset, Tracker("", "", ""))
     supernet = str(root / "supernet.pt")
@@ -111,6 +113,7 @@ def test_retrain_stopped_before_its_first_evaluation_scores_what_it_has(tmp_path
     from scarletnas.checkpoint import load_weights
 
     cfg = load_pipeline_config(None, ["space.width_mult=0.25", "retrain.optim.epochs=2",
+                                      *NO_STEP_FLOOR,
                                       "retrain.optim.batch_size=16", "retrain.max_steps=2",
                                       "retrain.log_every=1"])
     dataset = str(tmp_path / "dataset.json")
@@ -159,7 +162,7 @@ def test_supernet_extension_rounds_train_until_the_paths_climb_no_more(tmp_path)
     cfg = load_pipeline_config(None, [
         "space.width_mult=0.25", "supernet.optim.epochs=1", "supernet.optim.warmup_epochs=0.2",
         "supernet.extensions=2", "supernet.min_gain=0", "supernet.check_paths=4",
-        "supernet.optim.lr=0.01",
+        "supernet.optim.lr=0.01", *NO_STEP_FLOOR,
         "eval.calib_batches=2"])
     dataset = str(tmp_path / "dataset.json")
     stages.prepare_data(cfg, dataset, Tracker("", "", ""))

@@ -29,6 +29,7 @@ from scarletnas.preflight import check, deterministic
 from scarletnas.tracking import Tracker
 
 from .k8s_api_server import UNSCHEDULABLE, FakeCluster
+from .short_runs import NO_STEP_FLOOR
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_DIR = trainjob.LAUNCHER_TOKEN_DIR
@@ -132,6 +133,7 @@ def _cfg(run: str, *extra) -> PipelineConfig:
     return load_pipeline_config(None, [
         "supernet.optim.epochs=3", "supernet.optim.warmup_epochs=0.5", "supernet.device=cpu",
         "supernet.check_paths=4", "supernet.optim.batch_size=64", "retrain.optim.epochs=8",
+        *NO_STEP_FLOOR,
         "retrain.optim.warmup_epochs=0.5", "retrain.device=cpu", "retrain.optim.batch_size=64",
         "resources.nodes=2", "resources.retrain_nodes=2", "resources.gpus=0",
         "resources.processes=1", "resources.mlflow_secret=", "tracking.experiment=trainjob",
