@@ -1,6 +1,7 @@
 """The default pipeline, end to end, as `make run` executes it (kfp.local), and
 what a local run prints."""
 
+import contextlib
 import io
 import json
 import re
@@ -12,29 +13,37 @@ import pytest
 import torch
 
 from scarletnas.cli import build_parser, main
-from scarletnas.config import DataConfig, load_pipeline_config
 from scarletnas.data import Batches, load_splits
 from scarletnas.pipeline.cli import _local_config, run_local
+from scarletnas.synthetic import write_shapes
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The one end-to-end run the tests share: its root, outputs and what it printed."""
+    """The one end-to-end run the tests share, as a user runs it on a folder of their
+    own images (`run --local --data DIR`): a generated folder the defaults were not
+    tuned on (6 shapes at 16 px). Its root, outputs, what it printed, and its config."""
     root = tmp_path_factory.mktemp("local")
+    folder = write_shapes(root / "shapes", num_classes=6, side=16, train_per_class=150,
+                          val_per_class=40, seed=3)
     printed = io.StringIO()
-    out = run_local(load_pipeline_config(), root, echo=printed)
-    return root, out, printed.getvalue()
+    with contextlib.redirect_stdout(printed):
+        cfg = _local_config(build_parser().parse_args(["run", "--local", "--data", str(folder)]))
+    out = run_local(cfg, root, echo=printed)
+    return root, out, printed.getvalue(), cfg
 
 
 def test_a_local_run_prints_one_line_per_step_then_the_results(local_run):
-    root, out, printed = local_run
+    root, out, printed, _ = local_run
     lines = printed.splitlines()
     steps = [line.split()[0] for line in lines if re.match(r"[a-z-]+ +[\d.]+ (s|min)", line)]
     assert steps[:4] == ["start-run", "prepare-data", "train-supernet", "search"]
     assert sorted(steps[4:8]) == ["evaluate", "evaluate", "retrain", "retrain"]
     assert steps[8:] == ["summarize", "finish-run"]
-    for headline in (r"prepare-data +[\d.]+ s  prepared digits data: 10 classes, [\d,]+ train / "
-                     r"[\d,]+ val / [\d,]+ test images at 16 px",
+    for headline in (r"data: +.*/shapes: 6 classes \(bar, circle, diamond, square, star4, ...\), "
+                     r"900 training and 240 test images",
+                     r"prepare-data +[\d.]+ s  prepared imagefolder data: 6 classes, 720 train / "
+                     r"180 val / 240 test images at 16 px",
                      r"train-supernet .* sampled-path accuracy \d+\.\d% ± \d+\.\d%",
                      r"search .* Pareto front of \d+, hypervolume [\d.]+",
                      r"retrain .* retrained [a-z0-9-]+: val accuracy \d+\.\d%",
@@ -51,6 +60,17 @@ def test_a_local_run_prints_one_line_per_step_then_the_results(local_run):
     logs = Path(out["logs"])
     assert "Got executor_input" in next(logs.glob("*-prepare-data.log")).read_text()
     assert "DockerRunner" in (logs / "kfp.log").read_text()
+
+
+def test_the_supernet_learns_on_images_the_defaults_were_not_tuned_on(local_run):
+    """Its sampled paths pass the learned check (no warning) and score far above
+    chance (1/6), and at least 60% of what the retrained champion scores."""
+    _, out, printed, _ = local_run
+    assert "NOT LEARNED" not in printed
+    sampled = float(re.search(r"sampled-path accuracy (\d+\.\d)%", printed).group(1)) / 100
+    champion = max(json.loads(p.read_text())["test_top1"]
+                   for p in Path(out["run_dir"]).rglob("evaluate/summary"))
+    assert sampled >= 0.5 and sampled >= 0.6 * champion, (sampled, champion)
 
 
 def test_a_failed_step_ends_the_run_with_its_own_error(tmp_path, capsys):
@@ -100,7 +120,7 @@ def test_data_short_form_picks_the_folder_and_an_input_size(tmp_path, capsys):
 
 
 def test_pareto_front_is_non_empty_and_non_dominated(local_run):
-    _, out, _ = local_run
+    _, out, _, _ = local_run
     front_json = Path(out["pareto_png"]).with_name("front.json")
     front = json.loads(front_json.read_text())["front"]
     assert front
@@ -114,16 +134,16 @@ def test_pareto_front_is_non_empty_and_non_dominated(local_run):
 def test_retrained_models_are_accurate_and_exported(local_run):
     import onnxruntime as ort
 
-    _, out, _ = local_run
+    _, out, _, cfg = local_run
     board = Path(out["leaderboard"]).read_text()
     assert "(champion)" in board
     summaries = [json.loads(p.read_text()) for p in
                  Path(out["run_dir"]).rglob("evaluate/summary")]
     assert len(summaries) == 2
     best = max(summaries, key=lambda s: s["test_top1"])
-    assert best["test_top1"] >= 0.9
+    assert best["test_top1"] >= 0.6, best
     assert all(s["onnx_max_abs_diff"] < 1e-4 and s["pt2_max_abs_diff"] < 1e-5 for s in summaries)
-    splits = load_splits(DataConfig(input_size=16))
+    splits = load_splits(cfg.data)  # the shards the run prepared
     x, y = next(iter(Batches(splits, "test", 64, train=False)))
     onnx_files = [Path(p) for p in out["exported_models"] if p.endswith(".onnx")]
     pt2_files = [Path(p) for p in out["exported_models"] if p.endswith(".pt2")]
@@ -135,7 +155,7 @@ def test_retrained_models_are_accurate_and_exported(local_run):
         program = torch.export.load(str(pt2_path)).module()
         with torch.no_grad():
             np.testing.assert_allclose(program(x).numpy(), logits, atol=1e-4)
-        assert (logits.argmax(1) == y.numpy()).mean() > 0.8
+        assert (logits.argmax(1) == y.numpy()).mean() > 0.5
 
 
 def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
@@ -143,7 +163,7 @@ def test_mlflow_holds_the_run_hierarchy_and_the_champion(local_run):
     import onnxruntime as ort
     from mlflow import MlflowClient
 
-    _, out, _ = local_run
+    _, out, _, _ = local_run
     client = MlflowClient(out["tracking_uri"])
     exp = client.get_experiment_by_name("scarlet-nas")
     runs = client.search_runs([exp.experiment_id], max_results=100)
