@@ -4,13 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/scarlet-nas run --local
 
 test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest
+
+# the edit loop: everything but the end-to-end and multi-process tests (marked slow)
+test-fast: $(VENV)/.installed lint
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

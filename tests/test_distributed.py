@@ -26,6 +26,8 @@ from scarletnas.tracking import Tracker
 
 from .short_runs import NO_STEP_FLOOR
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves it out
+
 
 def _one_step(x, y, genes):
     """One real training step (train._train_step) from a seeded supernet, each

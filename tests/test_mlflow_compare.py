@@ -19,6 +19,8 @@ from scarletnas.tracking import (
 
 from .short_runs import NO_STEP_FLOOR
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves it out
+
 TINY = ["space.width_mult=0.25", "supernet.optim.epochs=1", "supernet.optim.warmup_epochs=0.2",
         "supernet.check_paths=3", "search.generations=1", "search.population=4",
         "search.top_k=1", "retrain.optim.epochs=1", "retrain.optim.warmup_epochs=0.2",

@@ -17,6 +17,8 @@ from scarletnas.data import Batches, load_splits
 from scarletnas.pipeline.cli import _local_config, run_local
 from scarletnas.synthetic import write_shapes
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
