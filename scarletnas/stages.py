@@ -64,7 +64,7 @@ def record_prepared(cfg: PipelineConfig, dataset_path: str, step: Tracker,
     parent already holding the data's digest. ``minutes``: the preparation's."""
     if not step.active or not step.parent_run_id:
         return
-    parent = step.parent._call("get_run")
+    parent = step.parent.run()
     if parent is None or "data_digest" in parent.data.params:
         return
     tracker = Tracker(step.tracking_uri, cfg.tracking.experiment, "prepare_data",

@@ -163,6 +163,11 @@ class Tracker:
             self._disable(f"{fn_name} failed: {err}")
             return None
 
+    def run(self):
+        """This run as MLflow holds it (params, metrics, tags), or None when tracking
+        is off or the server cannot answer."""
+        return self._call("get_run")
+
     # ---- logging ---------------------------------------------------------------------
     def params(self, params: Mapping[str, object], prefix: str = "") -> None:
         from mlflow.entities import Param
@@ -396,7 +401,7 @@ def start_parent_run(cfg, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
     kfp_uri, task_run = kfp_task_run()
     tracker = None
     if task_run and (tracking_uri or kfp_uri):
-        task = Tracker(tracking_uri or kfp_uri, "", "", run_id=task_run)._call("get_run")
+        task = Tracker(tracking_uri or kfp_uri, "", "", run_id=task_run).run()
         root = task.data.tags.get(PARENT_TAG) if task else None
         if root:
             tracker = Tracker(tracking_uri or kfp_uri, "", "", run_id=root)
@@ -417,7 +422,7 @@ def finish_parent_run(cfg, tracking_uri: str, kfp_run_id: str, state: str) -> st
     run_id = find_parent_run(tracking_uri, cfg.tracking.experiment, kfp_run_id)
     if run_id:
         tracker = Tracker(tracking_uri, "", "", run_id=run_id)
-        run = tracker._call("get_run")
+        run = tracker.run()
         if run and run.data.tags.get(KFP_OWNED_TAG):
             return run_id
         tracker.end("FINISHED" if state in ("SUCCEEDED", "") else "FAILED")
