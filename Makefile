@@ -9,12 +9,14 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/scarlet-nas run --local
 
+# two workers, a test module each at a time (its fixtures shared by its tests)
+WORKERS ?= 2
 test: $(VENV)/.installed lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
 
 # the edit loop: everything but the end-to-end and multi-process tests (marked slow)
 test-fast: $(VENV)/.installed lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

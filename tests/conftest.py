@@ -1,8 +1,30 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from scarletnas import SearchSpace
+
+# `make test` runs the suite in two pytest-xdist workers, a module per worker at a
+# time. Each worker (and each process it starts) keeps to one thread, so two torch
+# jobs never contend for the same cores: oversubscribed, torch's threads spin and a
+# step takes several times as long.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# the modules that take longest start first, so that no worker is left with one at the end
+FIRST = ("test_pipeline_local", "test_mlflow_compare", "test_trainjob", "test_distributed",
+         "test_shards")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rpartition(".")[2]
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module is kept
 
 
 @pytest.fixture(scope="session")

@@ -262,7 +262,7 @@ def test_supernet_trains_from_s3_shards_and_resumes_exactly_after_sigkill(s3_env
            "--set", "supernet.optim.min_steps=0",
            "--lr", "0.1", "--device", "cpu", "--seed", "0",
            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MLFLOW_TRACKING_URI": ""}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
 
     def run(out: str, *extra: str) -> subprocess.Popen:
         return subprocess.Popen([*cmd, "--out", out, *extra], env=env, text=True, cwd=tmp_path,

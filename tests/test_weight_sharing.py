@@ -43,7 +43,6 @@ def test_release_init_is_still_available():
 def test_short_supernet_training_learns_far_above_chance(digits):
     """~30 s on 2 cores: 12 epochs on digits, then 12 random paths scored with BN
     recalibration. The release init scored 24-25% here (chance 10%)."""
-    torch.set_num_threads(2)
     space = SearchSpace.compact(num_classes=10, input_size=16)
     cfg = SupernetConfig(optim=OptimConfig(epochs=12, warmup_epochs=1, lr=0.1), seed=0,
                          device="cpu", log_every=50)
@@ -92,7 +91,6 @@ def test_the_19_layer_space_learns_with_shortcuts(digits):
     """The paper's 19-layer skeleton at CI size (~40 s): 100 steps on digits,
     then 8 random paths scored. Without shortcuts this space stayed at 15-19%
     after 300-2,400 steps (docs/reproduction.md)."""
-    torch.set_num_threads(2)
     space = SearchSpace.small(num_classes=10, input_size=16, width_mult=0.25, shortcut=True)
     steps = 100
     cfg = SupernetConfig(optim=OptimConfig(epochs=steps / (len(digits.train) // 64),
