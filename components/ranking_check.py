@@ -9,13 +9,13 @@ def ranking_check(config: str, tracking_uri: str, parent_run_id: str, dataset: I
     check_image_version()
     import os
 
-    from scarletnas import stages
+    from scarletnas import layout, stages
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             "ranking_check")
     with tracker:
         result, markdown = stages.ranking_check(cfg, dataset.path,
-                                                os.path.join(supernet.path, "supernet.pt"),
+                                                os.path.join(supernet.path, layout.SUPERNET),
                                                 tracker)
     with open(report.path, "w") as f:
         f.write(markdown)

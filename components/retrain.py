@@ -9,17 +9,16 @@ def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root:
     """Train one selected arch from scratch (plain identity skips), in this pod or
     (resources.retrain_nodes > 1) as a Kubeflow Trainer TrainJob."""
     check_image_version()
-    import hashlib
     import os
 
-    from scarletnas import stages, storage
+    from scarletnas import layout, stages
     from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
                                             f"retrain {arch}")
-    key = hashlib.sha256(arch.encode()).hexdigest()[:12]
-    ckpt = storage.join(checkpoint_root, kfp_run_id, "retrain", key) if checkpoint_root else ""
+    key = layout.retrain_key(arch)
+    ckpt = layout.step_state(checkpoint_root, kfp_run_id, "retrain", key)
     nodes = Nodes.for_step(cfg, "retrain", kfp_run_id, ckpt, image, task_config,
                            task=f"retrain-{key}")
     os.makedirs(model.path, exist_ok=True)

@@ -18,18 +18,18 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
     import shutil
     from collections import namedtuple
 
-    from scarletnas import stages, storage
+    from scarletnas import layout, stages
     from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
     cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "search")
-    state_dir = storage.join(checkpoint_root, kfp_run_id, "search") if checkpoint_root else ""
+    state_dir = layout.step_state(checkpoint_root, kfp_run_id, "search")
     nodes = Nodes.for_step(cfg, "search", kfp_run_id, state_dir, image, task_config)
     os.makedirs(front.path, exist_ok=True)
     with final_failure(state_dir, "search"), tracker:
-        out = stages.search(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
-                            front.path, storage.join(state_dir, "state.json") if state_dir
-                            else "", tracker, nodes)
+        out = stages.search(cfg, dataset.path, os.path.join(supernet.path, layout.SUPERNET),
+                            front.path, layout.inside(state_dir, layout.SEARCH_STATE), tracker,
+                            nodes)
     shutil.copyfile(out["files"]["pareto.html"], pareto.path)
     for k, v in out["metrics"].items():
         metrics.log_metric(k, v)

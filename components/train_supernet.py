@@ -11,7 +11,7 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
     check_image_version()
     import os
 
-    from scarletnas import stages, storage
+    from scarletnas import layout, stages
     from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
@@ -19,12 +19,12 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
                                             "train_supernet")
     # prepare_data's MLflow record (its output may come from KFP's cache)
     stages.record_prepared(cfg, dataset.path, tracker, dataset.metadata.get("minutes"))
-    state = storage.join(checkpoint_root, kfp_run_id, "supernet") if checkpoint_root else ""
-    ckpt = storage.join(state, "checkpoint.pt") if state else ""
+    state = layout.step_state(checkpoint_root, kfp_run_id, "supernet")
+    ckpt = layout.inside(state, layout.CHECKPOINT)
     nodes = Nodes.for_step(cfg, "train_supernet", kfp_run_id, state, image, task_config)
     os.makedirs(supernet.path, exist_ok=True)
     with final_failure(state, "train_supernet"), tracker:
-        out = stages.train_supernet(cfg, dataset.path, os.path.join(supernet.path, "supernet.pt"),
+        out = stages.train_supernet(cfg, dataset.path, os.path.join(supernet.path, layout.SUPERNET),
                                     ckpt, tracker, nodes)
     supernet.metadata.update({"steps": out["steps"], "stabilizer": cfg.supernet.stabilizer})
     for k, v in out.items():

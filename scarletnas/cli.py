@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import layout
 from .space import ArchError, SearchSpace
 
 
@@ -163,7 +164,7 @@ def cmd_train_supernet(args) -> int:
     from .storage import check_writable
 
     cfg = _pipeline_config(args, TRAIN_FLAGS)
-    dataset = str(Path(args.out).with_name("dataset.json"))
+    dataset = str(Path(args.out).with_name(layout.DATASET))
     for uri in (args.out, args.checkpoint):  # before the work, not after it
         if uri:
             check_writable(uri)
@@ -180,7 +181,7 @@ def cmd_search(args) -> int:
     from . import manifest, stages
     from .storage import check_writable, join
 
-    dataset = args.dataset or str(Path(args.supernet).with_name("dataset.json"))
+    dataset = args.dataset or str(Path(args.supernet).with_name(layout.DATASET))
     cfg = manifest.adopt(_pipeline_config(args, SEARCH_FLAGS), manifest.read(dataset))
     for uri in (join(args.out, "front.json"), args.state):  # before the work, not after it
         if uri:
@@ -192,9 +193,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_dev(args) -> int:
-    from .devstack import Stack
+    from .devstack import STATE_FILE, Stack
 
-    state = Path(args.dir, "state.json")
+    state = Path(args.dir, STATE_FILE)
     if args.action == "down":
         if not state.exists():
             print(f"nothing to stop: {state} not found")

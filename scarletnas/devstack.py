@@ -19,6 +19,7 @@ from pathlib import Path
 
 DEFAULT_KEY, DEFAULT_SECRET = "scarlet-dev", "scarlet-dev-secret"
 BUCKET = "scarlet-nas"
+STATE_FILE = "stack.json"  # in the stack's folder: its servers, to stop them
 
 
 def free_port() -> int:

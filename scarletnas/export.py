@@ -52,7 +52,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_size: int
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp, "model.onnx")
+        out = Path(tmp, path.name)
         torch.onnx.export(model, (example,), str(out), input_names=["image"],
                           output_names=["logits"], opset_version=opset, dynamo=True,
                           dynamic_shapes=shapes, external_data=False, verbose=False)

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import storage, trainjob
+from . import layout, storage, trainjob
 from .config import ConfigError, PipelineConfig, to_dict
 from .tracking import Tracker
 
@@ -76,7 +76,7 @@ class Nodes:
         labels = {MLFLOW_CLIENT_LABEL: "true", "scarlet-nas/kfp-run-id": _label(run_id),
                   "scarlet-nas/step": _label(task)}
         return cls(stage, count, trainjob.job_name(run_id, task),
-                   storage.join(state, "trainjob"), image, placement, labels)
+                   storage.join(state, layout.TRAINJOB), image, placement, labels)
 
     def run(self, cfg: PipelineConfig, dataset: str, args: tuple, tracker: Tracker,
             device: str) -> dict:
@@ -84,8 +84,8 @@ class Nodes:
         TrainJob; rank 0's result."""
         from .manifest import read
 
-        order_uri = storage.join(self.state, "order.json")
-        result_uri = storage.join(self.state, "result.json")
+        order_uri = storage.join(self.state, layout.ORDER)
+        result_uri = storage.join(self.state, layout.RESULT)
         if storage.exists(result_uri):  # an earlier attempt's
             storage.delete(result_uri)
         token = uuid.uuid4().hex
@@ -141,7 +141,7 @@ def run_order(order_uri: str) -> None:
     cuda = resolve_device(order["device"]).type == "cuda"
     with tempfile.TemporaryDirectory(prefix="scarletnas-node-") as tmp, \
             launch.process_group(cuda):
-        dataset = str(Path(tmp, "dataset.json"))
+        dataset = str(Path(tmp, layout.DATASET))
         write(dataset, order["manifest"])
         rank = world()[0]
         out = body(cfg, dataset, *order["args"], Tracker.for_rank(tuple(order["tracking"]), rank))

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import storage
+from . import layout, storage
 from .budget import budgets
 from .config import ConfigError, PipelineConfig
 from .data import KNOWN_CLASSES
@@ -97,7 +97,7 @@ def final_failure(state_dir: str, step: str) -> Iterator[None]:
     if not state_dir:
         yield
         return
-    record = storage.join(state_dir, "failed.json")
+    record = storage.join(state_dir, layout.FAILED)
     if storage.exists(record):
         error = json.loads(storage.read_bytes(record))["error"]
         raise ConfigError(f"{step} already failed with an error a retry cannot change, so it "

@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
+from . import layout, storage
 from . import manifest as prepared
-from . import storage
 from .config import PipelineConfig, to_dict
 from .data import Batches, Splits
 from .nodes import Nodes
@@ -117,7 +117,7 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
     """Train the supernet on every device of this pod, or of the TrainJob ``nodes``;
     rank 0 writes ``out_path``."""
     if nodes:
-        remote = storage.join(nodes.state, "supernet.pt")
+        remote = storage.join(nodes.state, layout.SUPERNET)
         out = nodes.run(cfg, dataset, (remote, checkpoint_uri), tracker,
                         cfg.supernet.device)
         storage.download_file(remote, out_path)
@@ -284,7 +284,7 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     TrainJob ``nodes``; writes the front and plots under ``out_dir``."""
     if not nodes:
         return _search(cfg, dataset, supernet_path, out_dir, state_uri, tracker)
-    supernet_uri = storage.join(nodes.state, "supernet.pt")  # the nodes read S3 only
+    supernet_uri = storage.join(nodes.state, layout.SUPERNET)  # the nodes read S3 only
     storage.upload_file(supernet_path, supernet_uri)
     out = nodes.run(cfg, dataset, (supernet_uri, storage.join(nodes.state, "out"), state_uri),
                     tracker, cfg.supernet.device)
@@ -378,9 +378,9 @@ def _retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpo
 
 def _download_weights(work: str, out_dir: str) -> None:
     """best.pt, and final.pt unless the run stopped early (max_steps) and has none."""
-    storage.download_file(storage.join(work, "best.pt"), Path(out_dir, "best.pt"))
-    if storage.exists(storage.join(work, "final.pt")):
-        storage.download_file(storage.join(work, "final.pt"), Path(out_dir, "final.pt"))
+    storage.download_file(storage.join(work, layout.BEST), Path(out_dir, layout.BEST))
+    if storage.exists(storage.join(work, layout.FINAL)):
+        storage.download_file(storage.join(work, layout.FINAL), Path(out_dir, layout.FINAL))
 
 
 def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
@@ -397,7 +397,7 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     from .subnet import build_subnet
 
     splits, space, _ = _open(cfg, dataset, tracker)
-    blob = load_weights(str(Path(model_dir, "best.pt")))
+    blob = load_weights(str(Path(model_dir, layout.BEST)))
     arch = blob["meta"]["arch"]
     model = build_subnet(arch, space=space, dropout=cfg.retrain.dropout)
     model.load_state_dict(blob["state_dict"])
@@ -405,8 +405,8 @@ def evaluate(cfg: PipelineConfig, dataset: str, model_dir: str, export_dir: str,
     cost = arch_cost(space, arch)
     latency_ms = model_latency_ms(model, space.input_size, "cpu", repeats=20)
     program = export(model, space.input_size)
-    pt2 = save_program(program, Path(export_dir, "model.pt2"))
-    onnx = export_onnx(program, space.input_size, Path(export_dir, "model.onnx"))
+    pt2 = save_program(program, Path(export_dir, layout.PROGRAM))
+    onnx = export_onnx(program, space.input_size, Path(export_dir, layout.ONNX))
     summary = {
         "arch": arch, "test_top1": test["top1"], "test_top5": test["top5"],
         "test_loss": test["loss"], "val_top1": blob["meta"].get("val_top1"),

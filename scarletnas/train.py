@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import storage
+from . import layout, storage
 from .checkpoint import Checkpoint, save_weights
 from .config import OptimConfig, RetrainConfig, RunConfig, SupernetConfig, to_dict
 from .data import Batches, Splits
@@ -387,7 +387,7 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     val = Batches(splits, "val", train=False, device=device,
                   channels_last=cfg.channels_last)
     meta = {"arch": space.format(model.arch), "space": space.to_dict()}
-    best_uri = storage.join(out_dir, "best.pt") if out_dir else None
+    best_uri = layout.inside(out_dir, layout.BEST) or None
 
     def evaluated(epoch: float, history: list[dict]) -> dict:
         """Validation metrics of the weights now; best.pt when they beat ``history``'s."""
@@ -406,9 +406,10 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
             return {}
         return evaluated(epoch + 1, history)
 
-    result = fit(model, batches, cfg, checkpoint_uri=storage.join(out_dir, "checkpoint.pt")
-                 if out_dir else None, callback=callback, on_epoch_end=on_epoch_end, ema=ema,
-                 fingerprint=_fingerprint("subnet", space, cfg, meta["arch"]), desc="retrain")
+    checkpoint_uri = layout.inside(out_dir, layout.CHECKPOINT) or None
+    result = fit(model, batches, cfg, checkpoint_uri=checkpoint_uri, callback=callback,
+                 on_epoch_end=on_epoch_end, ema=ema, desc="retrain",
+                 fingerprint=_fingerprint("subnet", space, cfg, meta["arch"]))
     if not any("val_top1" in h for h in result.history):
         # stopped (max_steps) before any epoch's evaluation: score the weights it has, so
         # the run reports a validation accuracy and best.pt, what evaluate reads, exists
@@ -419,5 +420,5 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
             callback({f"retrain/epoch_{k}": v for k, v in metrics.items()}, result.steps)
     final = ema.module if ema is not None else model
     if out_dir and rank == 0 and not result.stopped_early:
-        save_weights(storage.join(out_dir, "final.pt"), final, {**meta, "steps": result.steps})
+        save_weights(storage.join(out_dir, layout.FINAL), final, {**meta, "steps": result.steps})
     return final, result
