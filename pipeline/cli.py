@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from scarletnas.config import ConfigError, PipelineConfig, load_pipeline_config, to_dict
+from scarletnas.layout import LocalRun
 
 from . import DEFAULT_IMAGE, PIPELINE_NAME
 
@@ -59,22 +60,22 @@ def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT, verbose: bool 
 
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
+    outputs = LocalRun(root)
     # one machine, no preemption: a failed step is reported at once, not retried; and
     # retrains take turns (unless set), each using every core: side by side, their
     # threads would fight over the same cores and both run several times slower
     cfg = dataclasses.replace(cfg, resources=dataclasses.replace(
         cfg.resources, retries=0, retrain_parallelism=cfg.resources.retrain_parallelism or 1))
     if not cfg.checkpoint_root:
-        cfg.checkpoint_root = str(root / "checkpoints")
-    pipeline_root = root / "pipeline_root"
+        cfg.checkpoint_root = str(outputs.checkpoints)
+    pipeline_root = outputs.pipeline_root
     started = time.time()
-    with LocalConsole(root / "logs" / time.strftime("%Y%m%d-%H%M%S"), verbose, echo) as console:
+    with LocalConsole(outputs.new_logs(), verbose, echo) as console:
         console.say(f"local run: {cfg.data.dataset} data at {cfg.data.input_size} px, "
                     f"{cfg.space.preset} space; outputs in {root}")
         if not cfg.tracking.uri:
-            cfg.tracking.uri = f"sqlite:///{root / 'mlflow.db'}"
-            _prepare_local_mlflow(cfg.tracking.uri, cfg.tracking.experiment,
-                                  root / "mlartifacts")
+            cfg.tracking.uri = f"sqlite:///{outputs.mlflow_db}"
+            _prepare_local_mlflow(cfg.tracking.uri, cfg.tracking.experiment, outputs.mlartifacts)
         local.init(runner=local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(pipeline_root), raise_on_error=True)
         try:
@@ -453,7 +454,7 @@ def cmd_mlflow_user(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    db = Path(args.output_dir, "mlflow.db").absolute()
+    db = LocalRun(Path(args.output_dir).absolute()).mlflow_db
     if not db.exists():
         raise ConfigError(f"{db} not found: run `scarlet-nas run --local` first")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

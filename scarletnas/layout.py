@@ -9,14 +9,17 @@ A run's resumable state, under ``<checkpoint_root>/<KFP run id>/``::
     .../trainjob/      order.json, result.json (and supernet.pt: what the nodes read)
 
 Prepared shards are shared by runs: ``<checkpoint_root>/shards/``
-(``shards.default_root``). A step's KFP outputs: ``supernet.pt`` in the supernet,
-``best.pt`` and ``final.pt`` in a retrained model, ``model.pt2`` and
-``model.onnx`` in an exported one.
+(``shards.default_root``). A local run's folder: ``LocalRun``. A step's KFP
+outputs: ``supernet.pt`` in the supernet, ``best.pt`` and ``final.pt`` in a
+retrained model, ``model.pt2`` and ``model.onnx`` in an exported one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from . import storage
 
@@ -32,6 +35,7 @@ ORDER = "order.json"  # ... what the nodes run
 RESULT = "result.json"  # ... and rank 0's result
 PROGRAM = "model.pt2"  # the torch.export program
 ONNX = "model.onnx"
+SHARDS = "shards"  # under an s3:// checkpoint_root: prepared data, shared by runs
 
 STEPS = ("supernet", "search", "retrain")  # the steps that keep resumable state
 
@@ -54,3 +58,31 @@ def retrain_key(arch: str) -> str:
 def inside(folder: str, name: str) -> str:
     """``name`` in ``folder`` (local or s3://), or "" when there is no folder."""
     return storage.join(folder, name) if folder else ""
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """The folder of local runs (``make run``: ``local_outputs/``): KFP's outputs,
+    the checkpoints, each run's logs, and the MLflow store the UI opens."""
+
+    root: Path
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.root / "pipeline_root"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    def new_logs(self) -> Path:
+        """A folder for one run's logs, named by when it started."""
+        return self.root / "logs" / time.strftime("%Y%m%d-%H%M%S")

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from . import storage
+from . import layout, storage
 from .config import DataConfig
 from .data import (
     IMAGENET_MEAN,
@@ -233,7 +233,7 @@ def default_root(cfg: DataConfig, checkpoint_root: str = "") -> str:
     if cfg.shard_root:
         return cfg.shard_root
     if storage.is_s3(checkpoint_root):
-        return storage.join(checkpoint_root, "shards")
+        return storage.join(checkpoint_root, layout.SHARDS)
     return str(Path(cfg.cache_dir or tempfile.gettempdir(), "scarletnas-shards"))
 
 

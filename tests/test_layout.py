@@ -24,6 +24,14 @@ def test_a_steps_state_sits_under_the_root_and_run_and_is_empty_without_a_root()
         layout.step_state("s3://b", "r1", "evaluate")
 
 
+def test_a_local_runs_folder_holds_its_outputs_checkpoints_logs_and_mlflow(tmp_path):
+    run = layout.LocalRun(tmp_path)
+    parts = [run.pipeline_root, run.checkpoints, run.mlflow_db, run.mlartifacts]
+    assert all(p.parent == tmp_path for p in parts) and len({p.name for p in parts}) == 4
+    logs = run.new_logs()
+    assert logs.parent == tmp_path / "logs" and re.fullmatch(r"\d{8}-\d{6}", logs.name)
+
+
 def test_no_other_module_spells_the_names_of_a_runs_files():
     owned = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str)
              and "." in v}
