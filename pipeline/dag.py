@@ -25,7 +25,8 @@ from kfp import dsl, kubernetes
 
 from scarletnas import __version__, preflight
 from scarletnas.config import PipelineConfig, to_dict
-from scarletnas.nodes import MLFLOW_CLIENT_LABEL, MLFLOW_KEYS, S3_KEYS, STAGES, node_count
+from scarletnas.nodes import MLFLOW_CLIENT_LABEL, MLFLOW_KEYS, S3_KEYS
+from scarletnas.placement import ON_NODES, node_count
 from scarletnas.trainjob import LAUNCHER_TOKEN_DIR
 
 from .. import components
@@ -82,7 +83,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
     preflight.check(cfg)
     preflight.check_image(image)
     res = cfg.resources
-    on_nodes = tuple(stage for stage in STAGES if node_count(res, stage) > 1)
+    on_nodes = tuple(stage for stage in ON_NODES if node_count(res, stage) > 1)
     c = components.build(image, on_nodes)
     default_config = json.dumps(to_dict(cfg), sort_keys=True)
 

@@ -1,10 +1,11 @@
 """A training stage on several nodes, as a Kubeflow Trainer TrainJob.
 
 The launching KFP step writes a work order (the stage, its config, the
-prepared-data manifest, its arguments, the MLflow run to log into) to S3 and
-starts the TrainJob (``trainjob.py``). On every node torchrun starts
+prepared-data manifest, its keyword arguments, the MLflow run to log into) to S3
+and starts the TrainJob (``trainjob.py``). On every node torchrun starts
 ``python -m scarletnas.nodes ORDER`` once per process; each joins the job's
-process group and runs the same stage function a single pod runs, rank 0
+process group and runs the stage's registered work (``placement.py``), the same
+function a single pod runs, rank 0
 logging into the step's MLflow run and writing the result beside the order.
 Checkpoints and outputs go to S3, so a retried step resumes where the
 TrainJob it replaces stopped.
@@ -22,13 +23,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout, storage, trainjob
+from . import layout, placement, storage, trainjob
 from .config import ConfigError, PipelineConfig, to_dict
+from .placement import node_count
 from .tracking import Tracker
 
-# the stages that can run on several nodes, and the resources key that says on how many
-NODE_COUNT = {"train_supernet": "nodes", "search": "nodes", "retrain": "retrain_nodes"}
-STAGES = tuple(NODE_COUNT)
+STAGES = tuple(placement.ON_NODES)  # the stages that can run on several nodes
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)
@@ -36,11 +36,6 @@ MLFLOW_CLIENT_LABEL = "scarlet-nas/mlflow-client"
 TERMINATION_LOG = "/dev/termination-log"  # what Kubernetes reports as the pod's failure
 
 log = logging.getLogger("scarletnas")
-
-
-def node_count(res, stage: str) -> int:
-    """On how many nodes ``stage`` runs (1: in its own pod)."""
-    return getattr(res, NODE_COUNT[stage])
 
 
 def _label(value: str) -> str:
@@ -78,10 +73,10 @@ class Nodes:
         return cls(stage, count, trainjob.job_name(run_id, task),
                    storage.join(state, layout.TRAINJOB), image, placement, labels)
 
-    def run(self, cfg: PipelineConfig, dataset: str, args: tuple, tracker: Tracker,
-            device: str) -> dict:
-        """``stages._<stage>(cfg, dataset, *args, tracker)`` on every process of the
-        TrainJob; rank 0's result."""
+    def run(self, cfg: PipelineConfig, kwargs: dict, tracker: Tracker, device: str) -> dict:
+        """The stage's registered work with ``kwargs`` on every process of the
+        TrainJob (``kwargs["dataset"]``, a local manifest, travels in the order);
+        rank 0's result."""
         from .manifest import read
 
         order_uri = storage.join(self.state, layout.ORDER)
@@ -90,8 +85,8 @@ class Nodes:
             storage.delete(result_uri)
         token = uuid.uuid4().hex
         storage.write_bytes(order_uri, json.dumps({
-            "stage": self.stage, "config": to_dict(cfg), "manifest": read(dataset),
-            "args": list(args), "tracking": list(tracker.handle()), "device": device,
+            "stage": self.stage, "config": to_dict(cfg), "manifest": read(kwargs["dataset"]),
+            "kwargs": kwargs, "tracking": list(tracker.handle()), "device": device,
             "result": result_uri, "token": token}).encode())
         res = cfg.resources
         env = (trainjob.secret_env(res.s3_secret, S3_KEYS) if res.s3_secret else []) + \
@@ -128,7 +123,7 @@ def _termination_message(err: BaseException) -> None:
 
 def run_order(order_uri: str) -> None:
     """One process of one node: join the job's group, run the ordered stage."""
-    from . import launch, stages
+    from . import launch
     from .config import pipeline_config_from_json
     from .manifest import write
     from .train import resolve_device, world
@@ -137,14 +132,14 @@ def run_order(order_uri: str) -> None:
     if order.get("stage") not in STAGES:
         raise ValueError(f"{order_uri}: unknown stage {order.get('stage')!r}")
     cfg = pipeline_config_from_json(json.dumps(order["config"]))
-    body = getattr(stages, f"_{order['stage']}")
     cuda = resolve_device(order["device"]).type == "cuda"
     with tempfile.TemporaryDirectory(prefix="scarletnas-node-") as tmp, \
             launch.process_group(cuda):
         dataset = str(Path(tmp, layout.DATASET))
         write(dataset, order["manifest"])
         rank = world()[0]
-        out = body(cfg, dataset, *order["args"], Tracker.for_rank(tuple(order["tracking"]), rank))
+        out = placement.on_rank(order["stage"], cfg, {**order["kwargs"], "dataset": dataset},
+                                tuple(order["tracking"]))
         if rank == 0:
             storage.write_bytes(order["result"], json.dumps(
                 {"token": order["token"], "out": out}).encode())

@@ -13,14 +13,17 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import layout, storage
+from . import layout, placement, storage
 from . import manifest as prepared
 from .config import PipelineConfig, to_dict
 from .data import Batches, Splits
-from .nodes import Nodes
 from .report import curve_png
 from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from .nodes import Nodes
 
 log = logging.getLogger("scarletnas")
 
@@ -92,42 +95,21 @@ def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
         tracker.artifact(Path(tmp, name), "plots")
 
 
-def _on_every_device(cfg: PipelineConfig, device: str, body, args: tuple, tracker: Tracker):
-    """``body(*args, tracker)`` in one process per device of this pod (launch.py),
-    rank 0 tracking into this step's run; in this process when there is one device."""
-    from . import launch
-    from .train import resolve_device
-
-    n = launch.processes(cfg, device)
-    if n == 1:
-        return body(*args, tracker)
-    cuda = resolve_device(device).type == "cuda"
-    log.info("training on %d processes (%s)", n, "one GPU each" if cuda else "CPU, gloo")
-    return launch.run(_rank_body, (body, args, tracker.handle()), n, cuda)
-
-
-def _rank_body(body, args: tuple, handle: tuple):
-    from .train import world
-
-    return body(*args, Tracker.for_rank(handle, world()[0]))
-
-
 def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
                    tracker: Tracker, nodes: Nodes | None = None) -> dict:
-    """Train the supernet on every device of this pod, or of the TrainJob ``nodes``;
-    rank 0 writes ``out_path``."""
-    if nodes:
-        remote = storage.join(nodes.state, layout.SUPERNET)
-        out = nodes.run(cfg, dataset, (remote, checkpoint_uri), tracker,
-                        cfg.supernet.device)
-        storage.download_file(remote, out_path)
-        return out
-    return _on_every_device(cfg, cfg.supernet.device, _train_supernet,
-                            (cfg, dataset, out_path, checkpoint_uri), tracker)
+    """Train the supernet where the config places it (``placement.py``); rank 0
+    writes ``out_path`` (on nodes: to S3 first, the nodes share nothing else)."""
+    work_path = storage.join(nodes.state, layout.SUPERNET) if nodes else out_path
+    out = placement.run("train_supernet", cfg, cfg.supernet.device, tracker, nodes,
+                        dataset=dataset, out_path=work_path, checkpoint_uri=checkpoint_uri)
+    if work_path != out_path:
+        storage.download_file(work_path, out_path)
+    return out
 
 
-def _train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
-                    tracker: Tracker) -> dict:
+def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
+                            checkpoint_uri: str, tracker: Tracker) -> dict:
+    """The supernet's training on every rank of its group."""
     from .checkpoint import save_supernet
     from .train import extension_round, should_extend, world
     from .train import train_supernet as train
@@ -280,14 +262,17 @@ def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
 
 def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, state_uri: str,
            tracker: Tracker, nodes: Nodes | None = None) -> dict:
-    """NSGA-II with the supernet on every GPU of this pod, or every process of the
-    TrainJob ``nodes``; writes the front and plots under ``out_dir``."""
+    """NSGA-II with the supernet where the config places it (``placement.py``);
+    writes the front and plots under ``out_dir``."""
     if not nodes:
-        return _search(cfg, dataset, supernet_path, out_dir, state_uri, tracker)
+        return placement.run("search", cfg, cfg.supernet.device, tracker, dataset=dataset,
+                             supernet_path=supernet_path, out_dir=out_dir, state_uri=state_uri)
+    # on nodes: the supernet and the outputs go through S3, the one place they share
     supernet_uri = storage.join(nodes.state, layout.SUPERNET)  # the nodes read S3 only
     storage.upload_file(supernet_path, supernet_uri)
-    out = nodes.run(cfg, dataset, (supernet_uri, storage.join(nodes.state, "out"), state_uri),
-                    tracker, cfg.supernet.device)
+    out = placement.run("search", cfg, cfg.supernet.device, tracker, nodes, dataset=dataset,
+                        supernet_path=supernet_uri, out_dir=storage.join(nodes.state, "out"),
+                        state_uri=state_uri)
     for name, uri in out["files"].items():
         out["files"][name] = str(storage.download_file(uri, Path(out_dir, name)))
     _log_search_files(out["files"], tracker)
@@ -302,8 +287,9 @@ def _log_search_files(files: dict, tracker: Tracker) -> None:
         tracker.parent.artifact(files["pareto.png"], "plots")
 
 
-def _search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str,
-            state_uri: str, tracker: Tracker) -> dict:
+def search_on_ranks(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str,
+                    state_uri: str, tracker: Tracker) -> dict:
+    """The search on every rank of its group: each scores its share of a generation."""
     from .evaluate import across_ranks, make_scorer
     from .latency import build_latency_table
     from .report import COLUMNS, write_search_outputs
@@ -341,20 +327,20 @@ def _search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str,
 
 def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
             tracker: Tracker, nodes: Nodes | None = None) -> dict:
-    """Train ``arch`` from scratch on every device of this pod, or of the TrainJob
-    ``nodes`` (which keep their state in ``checkpoint_uri``); best.pt and final.pt
-    land in ``out_dir``."""
+    """Train ``arch`` from scratch where the config places it (``placement.py``);
+    best.pt and final.pt land in ``out_dir`` (nodes keep them, with their state, in
+    ``checkpoint_uri``)."""
+    out = placement.run("retrain", cfg, cfg.retrain.device, tracker, nodes, dataset=dataset,
+                        arch=arch, out_dir=checkpoint_uri if nodes else out_dir,
+                        checkpoint_uri=checkpoint_uri)
     if nodes:
-        out = nodes.run(cfg, dataset, (arch, checkpoint_uri, checkpoint_uri), tracker,
-                        cfg.retrain.device)
         _download_weights(checkpoint_uri, out_dir)
-        return out
-    return _on_every_device(cfg, cfg.retrain.device, _retrain,
-                            (cfg, dataset, arch, out_dir, checkpoint_uri), tracker)
+    return out
 
 
-def _retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoint_uri: str,
-             tracker: Tracker) -> dict:
+def retrain_on_ranks(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str,
+                     checkpoint_uri: str, tracker: Tracker) -> dict:
+    """One arch's training from scratch on every rank of its group."""
     from .complexity import arch_cost
     from .train import train_subnet, world
 
