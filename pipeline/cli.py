@@ -418,7 +418,7 @@ def cmd_schedule(args) -> int:
     experiment = client.create_experiment(args.experiment, namespace=client.namespace or None)
     job = client.create_recurring_run(
         experiment_id=experiment.experiment_id, job_name=args.name, cron_expression=cron,
-        max_concurrency=args.max_concurrency, no_catchup=True,
+        max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
         params={**_arguments(cfg), "pipeline_version": version["version"]},
         pipeline_id=version["pipeline_id"], version_id=version["version_id"])
     print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": cron, **version}))
@@ -521,7 +521,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     config_args(p)
     cluster_args(p)
     p.add_argument("--cron", required=True, help="cron expression, e.g. '0 3 * * *'")
-    p.add_argument("--max-concurrency", type=int, default=1)
+    p.add_argument("--max-concurrency", type=int, default=1,
+                   help="runs of the schedule at once (default 1: a run waits for the last)")
+    p.add_argument("--catchup", action="store_true",
+                   help="run the intervals missed while the schedule was paused (default: "
+                        "only the next one; each run trains on the data as it is then)")
     p.add_argument("--name", default=f"{PIPELINE_NAME}-recurring", help="recurring run name")
     p.add_argument("--experiment", default=PIPELINE_NAME)
     p.set_defaults(func=cmd_schedule)

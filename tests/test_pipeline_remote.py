@@ -178,6 +178,14 @@ def test_schedule_references_the_uploaded_version(kfp_server, capsys):
     assert "config" in job["runtime_config"]["parameters"]
 
 
+def test_a_schedule_catches_up_only_when_asked(kfp_server, capsys):
+    assert main(["schedule", "--host", kfp_server.url, "--cron", "0 3 * * 0", "--catchup",
+                 "--max-concurrency", "2", "--name", "weekly-nas"]) == 0
+    job = kfp_server.recurring_runs[_last_json(capsys)["recurring_run_id"]]
+    assert job["no_catchup"] is False and int(job["max_concurrency"]) == 2
+    assert job["display_name"] == "weekly-nas"
+
+
 # ---- multi-user ----------------------------------------------------------------------
 def test_multi_user_runs_in_the_namespace_with_the_token(multi_user, token_file, capsys):
     assert main(["run", "--host", multi_user.url, "--namespace", NAMESPACE,
