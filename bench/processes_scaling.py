@@ -32,8 +32,9 @@ def _throughput(space_name: str, input_size: int, batch: int, steps: int, warmup
 
     from scarletnas import SearchSpace, Supernet
     from scarletnas.config import OptimConfig
+    from scarletnas.launch import resolve_device, world
     from scarletnas.sampling import UniformSampler
-    from scarletnas.train import _Running, _train_step, make_optimizer, resolve_device, world
+    from scarletnas.train import _Running, _train_step, make_optimizer
 
     rank, size = world()
     device = resolve_device(device_name)

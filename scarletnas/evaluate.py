@@ -138,7 +138,7 @@ def across_ranks(score: Callable[[list], list[dict]]) -> Callable[[list], list[d
     all the scores, so each runs the same search in step."""
     import torch.distributed as dist
 
-    from .train import world
+    from .launch import world
 
     rank, size = world()
     if size == 1:

@@ -16,8 +16,39 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, PipelineConfig
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device ``name`` means here (auto: CUDA when a GPU is visible); in a
+    process group, this rank's own GPU."""
+    import torch
+    import torch.distributed as dist
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for but no CUDA GPU is visible; "
+                               "use device=cpu or auto")
+        if device.index is None and dist.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the current process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 class WorkerError(RuntimeError):

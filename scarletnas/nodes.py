@@ -125,8 +125,8 @@ def run_order(order_uri: str) -> None:
     """One process of one node: join the job's group, run the ordered stage."""
     from . import launch
     from .config import pipeline_config_from_json
+    from .launch import resolve_device, world
     from .manifest import write
-    from .train import resolve_device, world
 
     order = json.loads(storage.read_bytes(order_uri))
     if order.get("stage") not in STAGES:

@@ -65,7 +65,7 @@ def run(stage: str, cfg: PipelineConfig, device: str, tracker: Tracker,
     TrainJob ``nodes``, else on every device of this pod, in this process when it
     has one; rank 0 tracks into ``tracker``'s run. Rank 0's result."""
     from . import launch
-    from .train import resolve_device
+    from .launch import resolve_device
 
     if nodes:
         return nodes.run(cfg, kwargs, tracker, device)
@@ -80,7 +80,7 @@ def run(stage: str, cfg: PipelineConfig, device: str, tracker: Tracker,
 def on_rank(stage: str, cfg: PipelineConfig, kwargs: dict, tracking: tuple) -> dict:
     """One rank of a group (this pod's processes, or a TrainJob's): ``stage``'s
     work, tracking into the step's run from rank 0."""
+    from .launch import world
     from .tracking import Tracker
-    from .train import world
 
     return work(stage)(cfg=cfg, tracker=Tracker.for_rank(tracking, world()[0]), **kwargs)

@@ -41,9 +41,9 @@ from .budget import feasible
 from .complexity import bounds, population_cost
 from .config import SearchConfig, to_dict
 from .latency import LatencyTable
+from .launch import world
 from .sampling import check_budget, sample_archs
 from .space import Arch, SearchSpace
-from .train import world
 
 Scorer = Callable[[list[Arch]], list[dict]]  # archs -> [{"top1": ...}, ...]
 

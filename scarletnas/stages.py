@@ -111,7 +111,8 @@ def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
                             checkpoint_uri: str, tracker: Tracker) -> dict:
     """The supernet's training on every rank of its group."""
     from .checkpoint import save_supernet
-    from .train import extension_round, should_extend, world
+    from .launch import world
+    from .train import extension_round, should_extend
     from .train import train_supernet as train
 
     splits, space, manifest = _open(cfg, dataset, tracker)
@@ -170,7 +171,7 @@ def _agreed(decision: str) -> str:
     (cuDNN autotuning, bf16), and a rank that trains alone would hang the others."""
     import torch.distributed as dist
 
-    from .train import world
+    from .launch import world
 
     if world()[1] == 1:
         return decision
@@ -205,7 +206,7 @@ def check_supernet(cfg: PipelineConfig, supernet, splits: Splits, tracker: Track
 def _load_supernet(cfg: PipelineConfig, path: str, space):
     """The trained supernet, refused if it was trained for another space."""
     from .checkpoint import load_supernet
-    from .train import resolve_device
+    from .launch import resolve_device
 
     supernet = load_supernet(path)
     if supernet.space.fingerprint != space.fingerprint:
@@ -292,9 +293,9 @@ def search_on_ranks(cfg: PipelineConfig, dataset: str, supernet_path: str, out_d
     """The search on every rank of its group: each scores its share of a generation."""
     from .evaluate import across_ranks, make_scorer
     from .latency import build_latency_table
+    from .launch import world
     from .report import COLUMNS, write_search_outputs
     from .search import run_search
-    from .train import world
 
     splits, space, _ = _open(cfg, dataset, tracker)
     supernet = _load_supernet(cfg, supernet_path, space)
@@ -342,7 +343,8 @@ def retrain_on_ranks(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str,
                      checkpoint_uri: str, tracker: Tracker) -> dict:
     """One arch's training from scratch on every rank of its group."""
     from .complexity import arch_cost
-    from .train import train_subnet, world
+    from .launch import world
+    from .train import train_subnet
 
     splits, space, _ = _open(cfg, dataset, tracker)
     cost = arch_cost(space, arch)

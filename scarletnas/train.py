@@ -33,32 +33,13 @@ from . import layout, storage
 from .checkpoint import Checkpoint, save_weights
 from .config import OptimConfig, RetrainConfig, RunConfig, SupernetConfig, to_dict
 from .data import Batches, Splits
+from .launch import resolve_device, world
 from .sampling import make_sampler
 from .space import SearchSpace
 from .subnet import Subnet, build_subnet
 from .supernet import Supernet
 
 MetricsCallback = Callable[[dict, int], None]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for but no CUDA GPU is visible; "
-                               "use device=cpu or auto")
-        if device.index is None and dist.is_initialized():
-            device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the current process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

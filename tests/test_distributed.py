@@ -35,7 +35,8 @@ def _one_step(x, y, genes):
     from torch import nn
 
     from scarletnas.config import OptimConfig
-    from scarletnas.train import _Running, _train_step, make_optimizer, world
+    from scarletnas.launch import world
+    from scarletnas.train import _Running, _train_step, make_optimizer
 
     rank, size = world()
     torch.manual_seed(0)
