@@ -1,11 +1,25 @@
-"""SCARLET-NAS: one-shot NAS with a stabilized skip choice, built for Kubeflow."""
+"""SCARLET-NAS: one-shot NAS with a stabilized skip choice, built for Kubeflow.
 
-from .complexity import Cost, arch_cost
-from .space import PRESETS, ArchError, SearchSpace
-from .subnet import Subnet, build_subnet, load_released_state_dict
-from .supernet import Supernet, build_supernet
+The model API below is imported on first use (PEP 562), so that the modules
+which need no torch (the config, storage, the pipeline's commands) start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "ArchError", "Cost", "SearchSpace", "Subnet", "Supernet", "arch_cost",
-           "build_subnet", "build_supernet", "load_released_state_dict", "__version__"]
+_EXPORTS = {
+    "Cost": "complexity", "arch_cost": "complexity",
+    "PRESETS": "space", "ArchError": "space", "SearchSpace": "space",
+    "Subnet": "subnet", "build_subnet": "subnet", "load_released_state_dict": "subnet",
+    "Supernet": "supernet", "build_supernet": "supernet",
+}
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,13 +21,23 @@ class ConfigError(ValueError):
     """A configuration value that cannot work."""
 
 
-def allowed(module: str, name: str) -> list[str]:
-    """The allowed values of an option, defined once next to what they name
-    (e.g. ``data.LOADERS`` for ``data.dataset``); imported when validating, so
-    this module stays importable by the modules it describes."""
-    import importlib
+# The names each option takes. The modules that implement the options key their
+# registries by exactly these (CHOICES' second field names the registry; a test
+# holds the two equal), so validating a config imports neither torch nor pymoo.
+CHOICES = {
+    "data.dataset": ("data.LOADERS", ("digits", "distorted-digits", "cifar10", "imagefolder")),
+    "data.bad_images": ("data.BAD_IMAGE_POLICIES", ("fail", "skip")),
+    "optim.optimizer": ("train.OPTIMIZERS", ("sgd", "rmsprop")),
+    "augment": ("data.AUGMENTS", ("none", "basic", "randaugment", "autoaugment")),
+    "sampling": ("sampling.SAMPLERS", ("uniform", "fair")),
+    "stabilizer_init": ("ops.STABILIZER_INITS", ("kaiming", "identity")),
+    "search.objectives": ("search.OBJECTIVES", ("top1", "madds", "params", "latency")),
+}
 
-    return list(getattr(importlib.import_module(f"scarletnas.{module}"), name))
+
+def allowed(option: str) -> list[str]:
+    """The values ``option`` (a key of CHOICES) takes."""
+    return list(CHOICES[option][1])
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -66,8 +76,8 @@ def _location(name: str, value: str) -> None:
                "s3://BUCKET/PREFIX")
 
 
-def _choice(name: str, value: str, module: str, registry: str) -> None:
-    options = allowed(module, registry)
+def _choice(name: str, value: str) -> None:
+    options = allowed(name)
     _check(value in options, f"{name}={value!r} is not supported; choose one of {options}")
 
 
@@ -94,8 +104,8 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _choice("data.dataset", self.dataset, "data", "LOADERS")
-        _choice("data.bad_images", self.bad_images, "data", "BAD_IMAGE_POLICIES")
+        _choice("data.dataset", self.dataset)
+        _choice("data.bad_images", self.bad_images)
         _check(self.input_size >= 8, f"data.input_size={self.input_size}: use at least 8")
         _check(0 < self.val_fraction < 1, "data.val_fraction must be between 0 and 1")
         _check(0 <= self.test_fraction < 1, "data.test_fraction must be in [0, 1)")
@@ -133,7 +143,7 @@ class OptimConfig:
     label_smoothing: float = 0.1
 
     def __post_init__(self):
-        _choice("optim.optimizer", self.optimizer, "train", "OPTIMIZERS")
+        _choice("optim.optimizer", self.optimizer)
         _check(self.lr > 0, f"optim.lr={self.lr}: must be positive")
         _check(self.batch_size >= 2, "optim.batch_size must be >= 2 (BatchNorm needs a batch)")
         _check(self.epochs > 0, f"optim.epochs={self.epochs}: must be positive")
@@ -160,7 +170,7 @@ class RunConfig:
     max_steps: int = 0  # stop early after this many steps in total (0: the full schedule)
 
     def __post_init__(self):
-        _choice("augment", self.augment, "data", "AUGMENTS")
+        _choice("augment", self.augment)
         _check(self.log_every >= 1, "log_every must be >= 1")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         _check(self.max_steps >= 0, "max_steps must be >= 0")
@@ -183,8 +193,8 @@ class SupernetConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("sampling", self.sampling, "sampling", "SAMPLERS")
-        _choice("stabilizer_init", self.stabilizer_init, "ops", "STABILIZER_INITS")
+        _choice("sampling", self.sampling)
+        _choice("stabilizer_init", self.stabilizer_init)
         _check(self.check_paths >= 0, "supernet.check_paths must be >= 0 (0: no check)")
         _check(self.extensions >= 0, "supernet.extensions must be >= 0 (0: one schedule)")
         _check(0 <= self.min_gain < 1, "supernet.min_gain must be in [0, 1)")
@@ -237,7 +247,7 @@ class SearchConfig:
         _check(self.generations >= 1, "search.generations must be >= 1")
         _check(self.population >= 4, "search.population must be >= 4")
         names = self.objective_names
-        objectives = allowed("search", "OBJECTIVES")
+        objectives = allowed("search.objectives")
         unknown = [n for n in names if n not in objectives]
         _check(not unknown, f"search.objectives: unknown {unknown}; choose from {objectives}")
         _check(names[:1] == ["top1"] and len(set(names)) == len(names) and len(names) >= 2,
