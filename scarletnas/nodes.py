@@ -5,8 +5,8 @@ prepared-data manifest, its keyword arguments, the MLflow run to log into) to S3
 and starts the TrainJob (``trainjob.py``). On every node torchrun starts
 ``python -m scarletnas.nodes ORDER`` once per process; each joins the job's
 process group and runs the stage's registered work (``placement.py``), the same
-function a single pod runs, rank 0
-logging into the step's MLflow run and writing the result beside the order.
+function a single pod runs, rank 0 logging into the step's MLflow run and
+writing the result beside the order.
 Checkpoints and outputs go to S3, so a retried step resumes where the
 TrainJob it replaces stopped.
 """
@@ -23,12 +23,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout, placement, storage, trainjob
+from . import layout, storage, trainjob
 from .config import ConfigError, PipelineConfig, to_dict
-from .placement import node_count
+from .placement import ON_NODES, node_count, on_rank
 from .tracking import Tracker
 
-STAGES = tuple(placement.ON_NODES)  # the stages that can run on several nodes
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # the label the MLflow NetworkPolicy lets in (manifests/base/networkpolicy.yaml)
@@ -46,7 +45,7 @@ def _label(value: str) -> str:
 class Nodes:
     """Where a stage runs when it runs as a TrainJob."""
 
-    stage: str  # one of STAGES
+    stage: str  # one of placement.ON_NODES
     count: int
     name: str  # the TrainJob's
     state: str  # s3:// folder of this step: the order and the result
@@ -129,7 +128,7 @@ def run_order(order_uri: str) -> None:
     from .manifest import write
 
     order = json.loads(storage.read_bytes(order_uri))
-    if order.get("stage") not in STAGES:
+    if order.get("stage") not in ON_NODES:
         raise ValueError(f"{order_uri}: unknown stage {order.get('stage')!r}")
     cfg = pipeline_config_from_json(json.dumps(order["config"]))
     cuda = resolve_device(order["device"]).type == "cuda"
@@ -138,8 +137,8 @@ def run_order(order_uri: str) -> None:
         dataset = str(Path(tmp, layout.DATASET))
         write(dataset, order["manifest"])
         rank = world()[0]
-        out = placement.on_rank(order["stage"], cfg, {**order["kwargs"], "dataset": dataset},
-                                tuple(order["tracking"]))
+        out = on_rank(order["stage"], cfg, {**order["kwargs"], "dataset": dataset},
+                      tuple(order["tracking"]))
         if rank == 0:
             storage.write_bytes(order["result"], json.dumps(
                 {"token": order["token"], "out": out}).encode())

@@ -65,14 +65,13 @@ def run(stage: str, cfg: PipelineConfig, device: str, tracker: Tracker,
     TrainJob ``nodes``, else on every device of this pod, in this process when it
     has one; rank 0 tracks into ``tracker``'s run. Rank 0's result."""
     from . import launch
-    from .launch import resolve_device
 
     if nodes:
         return nodes.run(cfg, kwargs, tracker, device)
     n = launch.processes(cfg, device) if ON_NODES[stage].per_device else 1
     if n == 1:
         return work(stage)(cfg=cfg, tracker=tracker, **kwargs)
-    cuda = resolve_device(device).type == "cuda"
+    cuda = launch.resolve_device(device).type == "cuda"
     log.info("training on %d processes (%s)", n, "one GPU each" if cuda else "CPU, gloo")
     return launch.run(on_rank, (stage, cfg, kwargs, tracker.handle()), n, cuda)
 

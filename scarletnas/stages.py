@@ -265,18 +265,17 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
            tracker: Tracker, nodes: Nodes | None = None) -> dict:
     """NSGA-II with the supernet where the config places it (``placement.py``);
     writes the front and plots under ``out_dir``."""
-    if not nodes:
-        return placement.run("search", cfg, cfg.supernet.device, tracker, dataset=dataset,
-                             supernet_path=supernet_path, out_dir=out_dir, state_uri=state_uri)
-    # on nodes: the supernet and the outputs go through S3, the one place they share
-    supernet_uri = storage.join(nodes.state, layout.SUPERNET)  # the nodes read S3 only
-    storage.upload_file(supernet_path, supernet_uri)
+    work_supernet, work_dir = supernet_path, out_dir
+    if nodes:  # the supernet and the outputs go through S3, the one place the nodes share
+        work_supernet = storage.join(nodes.state, layout.SUPERNET)
+        work_dir = storage.join(nodes.state, "out")
+        storage.upload_file(supernet_path, work_supernet)
     out = placement.run("search", cfg, cfg.supernet.device, tracker, nodes, dataset=dataset,
-                        supernet_path=supernet_uri, out_dir=storage.join(nodes.state, "out"),
-                        state_uri=state_uri)
-    for name, uri in out["files"].items():
-        out["files"][name] = str(storage.download_file(uri, Path(out_dir, name)))
-    _log_search_files(out["files"], tracker)
+                        supernet_path=work_supernet, out_dir=work_dir, state_uri=state_uri)
+    if nodes:
+        for name, uri in out["files"].items():
+            out["files"][name] = str(storage.download_file(uri, Path(out_dir, name)))
+        _log_search_files(out["files"], tracker)
     return out
 
 
