@@ -13,7 +13,8 @@ def evaluate(config: str, tracking_uri: str, parent_run_id: str, dataset: Input[
 
     from scarletnas import stages
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "evaluate")
+    cfg, tracker = stages.component_context(config, parent_run_id, "evaluate",
+                                            tracking_uri=tracking_uri)
     os.makedirs(exported.path, exist_ok=True)
     with tracker:
         out = stages.evaluate(cfg, dataset.path, model.path, exported.path, tracker)

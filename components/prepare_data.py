@@ -14,15 +14,15 @@ def prepare_data(config: str, checkpoint_root: str, dataset: Output[Dataset],
     id), so KFP's cache can hand a later run this output; it logs nothing to MLflow
     itself: train_supernet records the data in each pipeline run (stages.record_prepared)."""
     check_image_version()
-    import dataclasses
     import time
 
     from scarletnas import stages
     from scarletnas.tracking import Tracker
 
     started = time.perf_counter()
-    cfg, _ = stages.component_context(config, "", "", "prepare_data")
-    cfg = dataclasses.replace(cfg, checkpoint_root=checkpoint_root or cfg.checkpoint_root)
+    # untracked (tracking_uri ''): its inputs must be the same in every run of a config
+    cfg, _ = stages.component_context(config, "", "prepare_data", tracking_uri="",
+                                      checkpoint_root=checkpoint_root)
     manifest = stages.prepare_data(cfg, dataset.path, Tracker("", "", "prepare_data"))
     dataset.metadata.update({k: manifest[k] for k in ("dataset", "num_classes", "input_size",
                                                       "space_fingerprint")})

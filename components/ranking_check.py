@@ -11,8 +11,8 @@ def ranking_check(config: str, tracking_uri: str, parent_run_id: str, dataset: I
 
     from scarletnas import layout, stages
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
-                                            "ranking_check")
+    cfg, tracker = stages.component_context(config, parent_run_id, "ranking_check",
+                                            tracking_uri=tracking_uri)
     with tracker:
         result, markdown = stages.ranking_check(cfg, dataset.path,
                                                 os.path.join(supernet.path, layout.SUPERNET),

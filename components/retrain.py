@@ -15,10 +15,11 @@ def retrain(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root:
     from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
-                                            f"retrain {arch}")
+    cfg, tracker = stages.component_context(config, parent_run_id, f"retrain {arch}",
+                                            tracking_uri=tracking_uri,
+                                            checkpoint_root=checkpoint_root)
     key = layout.retrain_key(arch)
-    ckpt = layout.step_state(checkpoint_root, kfp_run_id, "retrain", key)
+    ckpt = layout.step_state(cfg.checkpoint_root, kfp_run_id, "retrain", key)
     nodes = Nodes.for_step(cfg, "retrain", kfp_run_id, ckpt, image, task_config,
                            task=f"retrain-{key}")
     os.makedirs(model.path, exist_ok=True)

@@ -22,8 +22,10 @@ def search(config: str, tracking_uri: str, parent_run_id: str, checkpoint_root: 
     from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "search")
-    state_dir = layout.step_state(checkpoint_root, kfp_run_id, "search")
+    cfg, tracker = stages.component_context(config, parent_run_id, "search",
+                                            tracking_uri=tracking_uri,
+                                            checkpoint_root=checkpoint_root)
+    state_dir = layout.step_state(cfg.checkpoint_root, kfp_run_id, "search")
     nodes = Nodes.for_step(cfg, "search", kfp_run_id, state_dir, image, task_config)
     os.makedirs(front.path, exist_ok=True)
     with final_failure(state_dir, "search"), tracker:

@@ -14,7 +14,8 @@ def summarize(config: str, tracking_uri: str, parent_run_id: str, warning: str,
 
     from scarletnas import stages
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id, "summarize")
+    cfg, tracker = stages.component_context(config, parent_run_id, "summarize",
+                                            tracking_uri=tracking_uri)
     rows = []
     for artifact in summaries:
         with open(artifact.path) as f:

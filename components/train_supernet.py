@@ -15,11 +15,12 @@ def train_supernet(config: str, tracking_uri: str, parent_run_id: str, checkpoin
     from scarletnas.nodes import Nodes
     from scarletnas.preflight import final_failure
 
-    cfg, tracker = stages.component_context(config, tracking_uri, parent_run_id,
-                                            "train_supernet")
+    cfg, tracker = stages.component_context(config, parent_run_id, "train_supernet",
+                                            tracking_uri=tracking_uri,
+                                            checkpoint_root=checkpoint_root)
     # prepare_data's MLflow record (its output may come from KFP's cache)
     stages.record_prepared(cfg, dataset.path, tracker, dataset.metadata.get("minutes"))
-    state = layout.step_state(checkpoint_root, kfp_run_id, "supernet")
+    state = layout.step_state(cfg.checkpoint_root, kfp_run_id, "supernet")
     ckpt = layout.inside(state, layout.CHECKPOINT)
     nodes = Nodes.for_step(cfg, "train_supernet", kfp_run_id, state, image, task_config)
     os.makedirs(supernet.path, exist_ok=True)

@@ -327,12 +327,12 @@ def cmd_compile(args) -> int:
 
 def _given(args, key: str) -> bool:
     """Whether the config file or a --set names ``key`` (section.name)."""
-    from scarletnas.config import read_yaml
+    from scarletnas.config import config_mapping
 
     if any(item.split("=", 1)[0].strip() == key for item in args.set):
         return True
     section, name = key.split(".", 1)
-    data = read_yaml(args.config) if args.config else None
+    data = config_mapping(args.config) if args.config else None
     return isinstance(data, dict) and isinstance(data.get(section), dict) and \
         name in data[section]
 

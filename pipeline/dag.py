@@ -116,6 +116,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
                     run_ranking: bool = cfg.ranking.enabled,
                     pipeline_version: str = __version__):
         start = c.start_run(config=config, tracking_uri=tracking_uri,
+                            checkpoint_root=checkpoint_root, run_ranking=run_ranking,
                             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                             pipeline_version=pipeline_version)

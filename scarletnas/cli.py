@@ -115,8 +115,13 @@ def cmd_arch_sample(args) -> int:
 
 def config_args(p: argparse.ArgumentParser) -> None:
     """--config and --set, the same for every command that takes pipeline settings."""
-    p.add_argument("--config", help="YAML file of pipeline settings (sections as in "
-                                    "PipelineConfig; each key it names overrides the default)")
+    from .config import named_configs
+
+    p.add_argument("--config", metavar="FILE_OR_NAME",
+                   help="YAML file of pipeline settings (sections as in PipelineConfig; each "
+                        "key it names overrides the default; `base: NAME` starts from a "
+                        f"shipped config), or a shipped config: {', '.join(named_configs())} "
+                        "(`scarlet-nas config NAME` prints one in full)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set search.generations=10")
 
@@ -222,6 +227,17 @@ def cmd_dev(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    """Every setting a run would get, as YAML: a start for one's own config file."""
+    import yaml
+
+    from .config import load_pipeline_config, to_dict
+
+    cfg = load_pipeline_config(args.config, args.set)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
 def cmd_make_shapes(args) -> int:
     from .synthetic import write_shapes
 
@@ -300,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--state", help="resume state URI, saved every generation")
     search.add_argument("--out", default="search-out", help="output folder or s3:// prefix")
     search.set_defaults(func=cmd_search)
+
+    config = sub.add_parser("config", help="print every setting a run gets from a config "
+                            "(a shipped one by name, or a file) and --set, as YAML")
+    config.add_argument("config", nargs="?", metavar="FILE_OR_NAME",
+                        help="a shipped config (local, the default; imagenet; imagenet-nodes) "
+                             "or a YAML file")
+    config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set search.generations=10")
+    config.set_defaults(func=cmd_config)
 
     shapes = sub.add_parser("make-shapes", help="write a generated image folder (shapes, "
                             "2-20 classes, any size) to try the pipeline on")

@@ -15,6 +15,7 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -130,9 +131,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "sgd"
-    lr: float = 0.05  # for batch_size; scale it with the batch
+    lr: float = 0.1  # for batch_size; scale it with the batch
     batch_size: int = 64  # per process
-    epochs: float = 30
+    epochs: float = 15
     # at least this many steps, whatever the epochs give: a small data set (a user's
     # first folder of a few hundred images) still trains long enough to learn
     min_steps: int = 0
@@ -178,6 +179,8 @@ class RunConfig:
 
 @dataclass
 class SupernetConfig(RunConfig):
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=18, min_steps=600))
+    log_every: int = 10
     sampling: str = "uniform"  # uniform (SPOS) or fair (FairNAS strict fairness)
     stabilizer: bool = True
     stabilizer_init: str = "identity"  # or kaiming (a fresh conv)
@@ -188,7 +191,7 @@ class SupernetConfig(RunConfig):
     # round raised them by at least min_gain, train another round of the same length
     # (a cosine restart at half the lr), at most this many times; 0 (or no path
     # check): one schedule
-    extensions: int = 0
+    extensions: int = 3
     min_gain: float = 0.02
 
     def __post_init__(self):
@@ -202,7 +205,8 @@ class SupernetConfig(RunConfig):
 
 @dataclass
 class RetrainConfig(RunConfig):
-    dropout: float = 0.2
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=15, min_steps=400))
+    dropout: float = 0.1
     ema_decay: float = 0.0  # 0: off; e.g. 0.9998 on ImageNet
     eval_every_epochs: int = 1  # validation for best-checkpoint selection
 
@@ -217,8 +221,8 @@ class RetrainConfig(RunConfig):
 class EvalConfig:
     """BN recalibration and validation of one candidate with supernet weights."""
 
-    calib_batches: int = 8
-    calib_batch_size: int = 128
+    calib_batches: int = 4
+    calib_batch_size: int = 64
     val_images: int = 0  # 0: the whole validation split
 
     def __post_init__(self):
@@ -232,15 +236,15 @@ class EvalConfig:
 class SearchConfig:
     """NSGA-II over the supernet. Budgets of 0 mean no budget."""
 
-    generations: int = 20
-    population: int = 32
+    generations: int = 4
+    population: int = 12
     objectives: str = "top1,madds"  # comma-separated, from OBJECTIVES; top1 always first
     max_madds: float = 0
     max_params: float = 0
     max_latency_ms: float = 0
     crossover_prob: float = 0.9
     mutation_prob: float = 0.0  # per gene; 0: 1 / number of layers
-    top_k: int = 3  # archs picked from the front for retraining
+    top_k: int = 2  # archs picked from the front for retraining
     seed: int = 0
 
     def __post_init__(self):
@@ -424,37 +428,43 @@ class ResourcesConfig:
                    "letters, digits, '-' and '.'")
 
 
-def _local_supernet() -> SupernetConfig:
-    return SupernetConfig(optim=OptimConfig(epochs=18, warmup_epochs=1, lr=0.1, min_steps=600),
-                          log_every=10,
-                          extensions=3)
-
-
-def _local_retrain() -> RetrainConfig:
-    return RetrainConfig(optim=OptimConfig(epochs=15, warmup_epochs=1, lr=0.1, min_steps=400),
-                         dropout=0.1,
-                         log_every=20)
-
-
 @dataclass
 class PipelineConfig:
-    """Everything a pipeline run needs; the defaults run on a laptop in minutes."""
+    """Everything a pipeline run needs.
+
+    Each section's defaults are its dataclass's: the local run, on a laptop in
+    minutes. Larger runs start from a named config (``NAMED_CONFIGS``).
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    supernet: SupernetConfig = field(default_factory=_local_supernet)
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(calib_batches=4,
-                                                                calib_batch_size=64))
-    search: SearchConfig = field(default_factory=lambda: SearchConfig(
-        generations=4, population=12, top_k=2))
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
-    retrain: RetrainConfig = field(default_factory=_local_retrain)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     checkpoint_root: str = ""  # s3://bucket/prefix in a cluster; resumable state goes here
 
     def __post_init__(self):
         _location("checkpoint_root", self.checkpoint_root)
+
+
+# pipeline parameters that stand for a config key, so a run started from the KFP UI
+# can change them without editing the config's JSON: in a run the parameter wins,
+# and the config's value is only the parameter's compiled default
+RUN_PARAMETERS = {"tracking_uri": "tracking.uri", "checkpoint_root": "checkpoint_root",
+                  "run_ranking": "ranking.enabled"}
+
+
+def with_run_parameters(cfg: PipelineConfig, **values) -> PipelineConfig:
+    """``cfg`` as a pipeline run's steps use it: the run's parameters in place of the
+    keys they stand for (RUN_PARAMETERS), validated as any setting is."""
+    data: dict = {}
+    for name, value in values.items():
+        _set_path(data, RUN_PARAMETERS[name], value)
+    return from_dict(PipelineConfig, data, base=cfg)
 
 
 def _set_path(data: dict, dotted: str, value) -> None:
@@ -510,16 +520,53 @@ def read_yaml(path: str):
         raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
 
 
+# configs shipped in the package, picked by name wherever a config file is taken
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def named_configs() -> list[str]:
+    """The names of the shipped configs (``--config imagenet``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_mapping(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """The settings a config file (or a shipped config's name) holds, with the
+    config its ``base`` key names merged beneath them, key by key."""
+    named = name_or_path in named_configs()
+    path = CONFIG_DIR / f"{name_or_path}.yaml" if named else Path(name_or_path)
+    if not named and not path.exists() and "/" not in name_or_path \
+            and not path.suffix:
+        raise ConfigError(f"--config {name_or_path}: no such file, and no shipped config of "
+                          f"that name; shipped: {', '.join(named_configs())}")
+    data = read_yaml(str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    _check(isinstance(base, str) and bool(base), f"config file {path}: base must name a "
+           f"shipped config ({', '.join(named_configs())}) or another YAML file")
+    if base not in named_configs() and not Path(base).is_absolute():
+        base = str(path.parent / base)  # a file beside this one
+    _check(str(path) not in _seen, f"config file {path}: its base chain comes back to it")
+    return _merged(config_mapping(base, (*_seen, str(path))), data)
+
+
+def _merged(under: dict, over: dict) -> dict:
+    out = dict(under)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
 def load_pipeline_config(path: str | None = None, overrides: typing.Sequence[str] = ()
                          ) -> PipelineConfig:
-    """A YAML file (optional) plus ``key.sub=value`` overrides, validated."""
+    """A config (a YAML file or a shipped config's name; optional) plus
+    ``key.sub=value`` overrides, validated."""
     import yaml
 
-    data: dict = {}
-    if path:
-        data = read_yaml(path) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    data = config_mapping(path) if path else {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: use key.sub=value, e.g. search.generations=10")

@@ -14,6 +14,8 @@ from torch import nn
 from .space import Choice, SearchSpace
 
 STABILIZER_INITS = ("kaiming", "identity")
+# a stabilizer starts as a plain skip unless asked otherwise (supernet.stabilizer_init)
+STABILIZER_INIT = "identity"
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
@@ -111,7 +113,7 @@ class Stabilizer(nn.Conv2d):
     during supernet training. ``init='identity'`` starts it as a plain skip.
     """
 
-    def __init__(self, channels: int, init: str = "kaiming"):
+    def __init__(self, channels: int, init: str = STABILIZER_INIT):
         if init not in STABILIZER_INITS:
             raise ValueError(f"unknown stabilizer init {init!r}; choose one of {STABILIZER_INITS}")
         super().__init__(channels, channels, 1, bias=False)
@@ -133,7 +135,7 @@ def layer_shortcut(space: SearchSpace, layer: int) -> nn.Module | None:
 
 
 def build_choice(space: SearchSpace, layer: int, choice: Choice, stabilizer: bool,
-                 stabilizer_init: str = "kaiming", shortcut: nn.Module | None = None
+                 stabilizer_init: str = STABILIZER_INIT, shortcut: nn.Module | None = None
                  ) -> nn.Module:
     """The module one choice of one layer runs; ``shortcut`` shares a layer's
     projection shortcut between choices (else each block gets its own)."""

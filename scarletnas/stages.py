@@ -461,14 +461,16 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
             "alias_set": alias_set}, markdown
 
 
-def component_context(config: str, tracking_uri: str, parent_run_id: str,
-                      run_name: str) -> tuple[PipelineConfig, Tracker]:
-    """What every component starts with: its validated config and a child run (and
-    its uncaught error recorded where a local run reads it)."""
-    from .config import pipeline_config_from_json
+def component_context(config: str, parent_run_id: str, run_name: str,
+                      **run_parameters) -> tuple[PipelineConfig, Tracker]:
+    """What every component starts with: its validated config, with the run's
+    parameters in place of the keys they stand for (config.RUN_PARAMETERS), and a
+    child run (and its uncaught error recorded where a local run reads it)."""
+    from .config import pipeline_config_from_json, with_run_parameters
     from .preflight import record_errors
 
     record_errors()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = pipeline_config_from_json(config)
-    return cfg, Tracker.for_task(tracking_uri, cfg.tracking.experiment, run_name, parent_run_id)
+    cfg = with_run_parameters(pipeline_config_from_json(config), **run_parameters)
+    return cfg, Tracker.for_task(cfg.tracking.uri, cfg.tracking.experiment, run_name,
+                                 parent_run_id)

@@ -18,7 +18,7 @@ class Subnet(Network):
     supernet path exactly)."""
 
     def __init__(self, space: SearchSpace, arch: str | Sequence[int], stabilizer: bool = False,
-                 stabilizer_init: str = "kaiming", dropout: float = 0.0):
+                 stabilizer_init: str = ops.STABILIZER_INIT, dropout: float = 0.0):
         genes = space.parse(arch)
         super().__init__(space, nn.Sequential(*(
             ops.build_choice(space, i, space.choices[g], stabilizer, stabilizer_init)
@@ -46,7 +46,7 @@ def build_subnet(arch: str | Sequence[int], num_classes: int | None = None, *,
                if v is not None}
     if changes:
         space = space.with_(**changes)
-    init = supernet.stabilizer_init if supernet is not None else "kaiming"
+    init = supernet.stabilizer_init if supernet is not None else ops.STABILIZER_INIT
     net = Subnet(space, arch, stabilizer=stabilizer, stabilizer_init=init, dropout=dropout)
     if supernet is not None:
         if supernet.space.to_dict() != space.to_dict():

@@ -44,7 +44,7 @@ class Supernet(Network):
     """
 
     def __init__(self, space: SearchSpace, stabilizer: bool = True,
-                 stabilizer_init: str = "identity", dropout: float = 0.0,
+                 stabilizer_init: str = ops.STABILIZER_INIT, dropout: float = 0.0,
                  zero_init_residual: bool = True):
         layers = nn.ModuleList()
         for i in range(space.num_layers):
@@ -142,7 +142,7 @@ class Supernet(Network):
 
 
 def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,
-                   stabilizer_init: str = "identity", dropout: float = 0.0,
+                   stabilizer_init: str = ops.STABILIZER_INIT, dropout: float = 0.0,
                    zero_init_residual: bool = True) -> Supernet:
     return Supernet(space or SearchSpace.imagenet(), stabilizer, stabilizer_init, dropout,
                     zero_init_residual)

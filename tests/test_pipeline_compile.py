@@ -108,8 +108,9 @@ def test_secrets_placement_and_shm(compiled):
 def test_default_config_travels_as_one_validated_parameter(compiled):
     spec, _ = compiled
     params = spec.root.input_definitions.parameters
-    assert set(params) == {"config", "tracking_uri", "checkpoint_root", "run_ranking",
-                           "pipeline_version"}
+    from scarletnas.config import RUN_PARAMETERS
+
+    assert set(params) == {"config", "pipeline_version", *RUN_PARAMETERS}
     cfg = json.loads(params["config"].default_value.string_value)
     assert cfg["resources"]["gpus"] == 2 and cfg["search"]["generations"] == 4
 
@@ -331,3 +332,31 @@ def test_cpu_steps_request_resources_and_retrains_run_as_configured(tmp_path):
     spec, _ = _compile(tmp_path, "default")
     loop = spec["components"]["comp-retrain-and-summarize"]["dag"]["tasks"]["for-loop-1"]
     assert "iteratorPolicy" not in loop  # 0: every selected arch at once
+
+
+@pytest.mark.parametrize("name", ["local", "imagenet", "imagenet-nodes"])
+def test_each_shipped_config_compiles_to_what_it_says(tmp_path, name):
+    """The shipped configs are picked by name and compile (with the same checks
+    as any config) into a pipeline whose pods ask for what the config says."""
+    from scarletnas.config import named_configs, to_dict
+
+    assert name in named_configs()
+    path = tmp_path / f"{name}.yaml"
+    assert main(["compile", "--config", name, "-o", str(path),
+                 "--image", "registry.example/scarlet:1.2"]) == 0
+    spec, platform = yaml.safe_load_all(path.read_text())
+    cfg = load_pipeline_config(name)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert json.loads(params["config"]["defaultValue"]) == to_dict(cfg)
+    assert params["checkpoint_root"].get("defaultValue", "") == cfg.checkpoint_root
+    train = spec["deploymentSpec"]["executors"]["exec-train-supernet"]["container"]["resources"]
+    assert train["accelerator"]["resourceCount"] == str(cfg.resources.gpus)
+    on_nodes = "taskConfigPassthroughs" in spec["components"]["comp-train-supernet"]
+    assert on_nodes == (cfg.resources.nodes > 1)
+    assert ("taskConfigPassthroughs" in spec["components"]["comp-retrain"]) == \
+        (cfg.resources.retrain_nodes > 1)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    if cfg.resources.node_selector:
+        key, value = cfg.resources.node_selector.split("=")
+        assert executors["exec-search"].get("nodeSelector", {}).get("labels") == {key: value} \
+            or on_nodes  # on nodes, the TrainJob carries the selector (TaskConfig)
