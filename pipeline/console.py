@@ -90,7 +90,8 @@ def headline(step: str, outputs: dict) -> str:
                 f"{int(m.get('val_images', 0)):,} val / {int(m.get('test_images', 0)):,} test "
                 f"images at {int(d.get('input_size', 0))} px")
     if step == "train-supernet":
-        text = f"trained the supernet ({int(m.get('steps', 0)):,} steps)"
+        did = "reused an earlier run's supernet" if m.get("reused") else "trained the supernet"
+        text = f"{did} ({int(m.get('steps', 0)):,} steps)"
         if "sampled_top1_mean" in m:
             text += (f": sampled-path accuracy {_pct(m['sampled_top1_mean'])} "
                      f"± {_pct(m.get('sampled_top1_std', 0))}")
@@ -101,19 +102,24 @@ def headline(step: str, outputs: dict) -> str:
         return (f"ranking check: Kendall tau {m.get('kendall_tau', float('nan')):.3f} "
                 f"(p={m.get('kendall_p', float('nan')):.3g})")
     if step == "search":
-        return (f"searched {int(m.get('evaluated', 0)):,} archs: Pareto front of "
+        did = "reused an earlier run's search of" if m.get("reused") else "searched"
+        return (f"{did} {int(m.get('evaluated', 0)):,} archs: Pareto front of "
                 f"{int(m.get('front_size', 0))}, hypervolume {m.get('hypervolume', 0):.4g}")
     if step == "retrain":
         arch = _meta(outputs, "model").get("arch", "?")
-        return f"retrained {arch}: val accuracy {_pct(m.get('best_val_top1', 0))}"
+        did = "reused an earlier run's retrain of" if m.get("reused") else "retrained"
+        return f"{did} {arch}: val accuracy {_pct(m.get('best_val_top1', 0))}"
     if step == "evaluate":
         arch = _meta(outputs, "exported").get("arch", "?")
         return (f"evaluated {arch}: test accuracy {_pct(m.get('test_top1', 0))}, "
                 f"{m.get('madds', 0) / 1e6:.1f}M MAdds, "
                 f"{m.get('latency_ms_cpu_batch1', 0):.2f} ms (CPU, batch 1); exported pt2 + ONNX")
     if step == "summarize":
-        return (f"ranked {int(m.get('models', 0))} models: champion test accuracy "
+        text = (f"ranked {int(m.get('models', 0))} models: best test accuracy "
                 f"{_pct(m.get('champion_test_top1', 0))}")
+        if m.get("promoted") == 0:
+            text += "; the registered champion stays (this one is the challenger)"
+        return text
     if step == "finish-run":
         return "closed the MLflow run"
     return "done"

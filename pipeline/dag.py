@@ -104,7 +104,7 @@ def build_pipeline(cfg: PipelineConfig, image: str = DEFAULT_IMAGE):
             evaluation = _pod_settings(
                 c.evaluate(**common, dataset=dataset, model=model.outputs["model"]),
                 res, gpu=False, cache=False)
-        _pod_settings(c.summarize(**common, warning=warning,
+        _pod_settings(c.summarize(**common, warning=warning, dataset=dataset,
                                   summaries=dsl.Collected(evaluation.outputs["summary"])),
                       res, gpu=False, cache=False)
 

@@ -308,6 +308,13 @@ class TrackingConfig:
     experiment: str = "scarlet-nas"
     registered_model: str = "scarlet-nas"  # retrained models are registered under this name
     champion_alias: str = "champion"
+    # a run's best model that does not beat the champion (on this run's test split,
+    # the champion re-scored there) gets this alias instead (README, "Champion and
+    # challenger")
+    challenger_alias: str = "challenger"
+    # test top-1 (a fraction) a new model with fewer multiply-adds may give up against
+    # the champion and still replace it; 0: only a more accurate or equal, smaller one
+    max_top1_drop: float = 0.0
 
     def __post_init__(self):
         scheme = _scheme(self.uri)
@@ -319,10 +326,17 @@ class TrackingConfig:
         _check(bool(self.registered_model.strip()) and not set("/:%") & set(
             self.registered_model), f"tracking.registered_model={self.registered_model!r}: "
             "name the registered model without '/', ':' or '%', e.g. scarlet-nas")
-        _check(bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", self.champion_alias))
-               and not re.fullmatch(r"latest|v\d+", self.champion_alias, re.I),
-               f"tracking.champion_alias={self.champion_alias!r}: an MLflow alias starts with a "
-               "letter or '_', holds letters, digits, '_' and '-', and is not latest or v<N>")
+        for name in ("champion_alias", "challenger_alias"):
+            alias = getattr(self, name)
+            _check(bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", alias))
+                   and not re.fullmatch(r"latest|v\d+", alias, re.I),
+                   f"tracking.{name}={alias!r}: an MLflow alias starts with a letter or '_', "
+                   "holds letters, digits, '_' and '-', and is not latest or v<N>")
+        _check(self.challenger_alias != self.champion_alias, "tracking.challenger_alias must "
+               f"differ from tracking.champion_alias ({self.champion_alias!r})")
+        _check(0 <= self.max_top1_drop < 1, f"tracking.max_top1_drop={self.max_top1_drop}: "
+               "use a fraction of test top-1 in [0, 1), e.g. 0.005 (0: never trade accuracy "
+               "for size)")
 
 
 @dataclass
@@ -446,6 +460,10 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     checkpoint_root: str = ""  # s3://bucket/prefix in a cluster; resumable state goes here
+    # use the supernet, search and retrained models an earlier run made from the same
+    # data, space, settings and code (stored under checkpoint_root/reuse); false: make
+    # them all afresh
+    reuse: bool = True
 
     def __post_init__(self):
         _location("checkpoint_root", self.checkpoint_root)

@@ -30,19 +30,28 @@ def accuracy(model: nn.Module, batches: Iterable, *, amp: bool = True, path=None
     """top1, top5 (fractions), mean cross-entropy and image count, in eval mode."""
     was_training = model.training
     model.eval()
+    try:
+        return score(model if path is None else lambda x: model(x, path), batches, amp=amp)
+    finally:
+        model.train(was_training)
+
+
+def score(predict, batches: Iterable, *, amp: bool = True) -> dict:
+    """``accuracy`` of any function from images to logits, as it is (a loaded
+    torch.export program has no train/eval switch: it was exported in eval mode)."""
     correct1 = correct5 = loss_sum = 0.0
     n = 0
-    for x, y in batches:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16,
-                            enabled=amp and x.device.type == "cuda"):
-            logits = model(x) if path is None else model(x, path)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y[:, None]).any(1).sum().item()
-        n += y.numel()
-    model.train(was_training)
+    with torch.no_grad():
+        for x, y in batches:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                                enabled=amp and x.device.type == "cuda"):
+                logits = predict(x)
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            correct1 += (top[:, 0] == y).sum().item()
+            correct5 += (top == y[:, None]).any(1).sum().item()
+            n += y.numel()
     if n == 0:
         raise ValueError("no images to evaluate on: the split is empty")
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "images": n}

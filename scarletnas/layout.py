@@ -9,9 +9,11 @@ A run's resumable state, under ``<checkpoint_root>/<KFP run id>/``::
     .../trainjob/      order.json, result.json (and supernet.pt: what the nodes read)
 
 Prepared shards are shared by runs: ``<checkpoint_root>/shards/``
-(``shards.default_root``). A local run's folder: ``LocalRun``. A step's KFP
-outputs: ``supernet.pt`` in the supernet, ``best.pt`` and ``final.pt`` in a
-retrained model, ``model.pt2`` and ``model.onnx`` in an exported one.
+(``shards.default_root``), and so are results stored for reuse:
+``<checkpoint_root>/reuse/<kind>/<key>/`` (``reuse.Store``). A local run's
+folder: ``LocalRun``. A step's KFP outputs: ``supernet.pt`` in the supernet,
+``best.pt`` and ``final.pt`` in a retrained model, ``model.pt2`` and
+``model.onnx`` in an exported one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ RESULT = "result.json"  # ... and rank 0's result
 PROGRAM = "model.pt2"  # the torch.export program
 ONNX = "model.onnx"
 SHARDS = "shards"  # under an s3:// checkpoint_root: prepared data, shared by runs
+REUSE = "reuse"  # under checkpoint_root: results later runs reuse (reuse.py), shared by runs
 
 STEPS = ("supernet", "search", "retrain")  # the steps that keep resumable state
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import layout, placement, storage
+from . import layout, placement, reuse, storage
 from . import manifest as prepared
 from .config import PipelineConfig, to_dict
 from .data import Batches, Splits
@@ -98,13 +98,59 @@ def _log_png(tracker: Tracker, png: bytes, name: str) -> None:
 def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_uri: str,
                    tracker: Tracker, nodes: Nodes | None = None) -> dict:
     """Train the supernet where the config places it (``placement.py``); rank 0
-    writes ``out_path`` (on nodes: to S3 first, the nodes share nothing else)."""
+    writes ``out_path`` (on nodes: to S3 first, the nodes share nothing else).
+    A supernet an earlier run trained from the same inputs is used instead
+    (``reuse.py``)."""
+    store = reuse.Store.for_run(cfg)
+    parts = reuse.supernet_parts(cfg, prepared.read(dataset))
+    if store:
+        found, why = store.find("supernet", parts)
+        if found and (out := _reused_supernet(cfg, found, out_path, tracker)):
+            return out
+        reuse.announce(tracker, "supernet", None, why or "the stored supernet is unusable")
     work_path = storage.join(nodes.state, layout.SUPERNET) if nodes else out_path
     out = placement.run("train_supernet", cfg, cfg.supernet.device, tracker, nodes,
                         dataset=dataset, out_path=work_path, checkpoint_uri=checkpoint_uri)
     if work_path != out_path:
         storage.download_file(work_path, out_path)
-    return out
+    if store:
+        store.put("supernet", parts, {layout.SUPERNET: out_path}, out, _made_by(tracker))
+    return {**out, "reused": 0}
+
+
+def _made_by(tracker: Tracker) -> dict:
+    return {"mlflow_run_id": tracker.parent.run_id or ""}
+
+
+def _reused_supernet(cfg: PipelineConfig, found: reuse.Found, out_path: str,
+                     tracker: Tracker) -> dict | None:
+    """The stored supernet at ``out_path``, its figures logged again on this run
+    (runs compare by them); None, with a warning, if it does not load."""
+    from .checkpoint import load_supernet
+
+    try:
+        storage.download_file(found.file(layout.SUPERNET), out_path)
+        supernet = load_supernet(out_path)
+        if supernet.space.fingerprint != found.record["parts"]["space"]:
+            raise ValueError("it was trained for another search space")
+    except (OSError, RuntimeError, ValueError, KeyError) as err:
+        log.warning("the stored supernet %s cannot be used (%s): training one instead",
+                    found.folder, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
+    reuse.announce(tracker, "supernet", found, "")
+    out = found.record["out"]
+    tracker.parent.metrics({"supernet_final_loss": out["final_loss"],
+                            "supernet_final_train_acc": out["final_train_acc"],
+                            "supernet_steps": out["steps"]})
+    check = supernet.path_check
+    if check:
+        tracker.metrics({f"supernet/sampled_top1_{k}": check[f"top1_{k}"]
+                         for k in ("mean", "std", "min", "max")}, out["steps"])
+        tags = {"supernet_learned": str(check["learned"]).lower()}
+        tracker.tags(tags)
+        tracker.parent.tags(tags)
+        tracker.parent.metrics({"supernet_sampled_top1": check["top1_mean"]})
+    return {**out, "reused": 1}
 
 
 def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
@@ -265,6 +311,13 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
            tracker: Tracker, nodes: Nodes | None = None) -> dict:
     """NSGA-II with the supernet where the config places it (``placement.py``);
     writes the front and plots under ``out_dir``."""
+    store = reuse.Store.for_run(cfg)
+    parts = reuse.search_parts(cfg, supernet_path)
+    if store:
+        found, why = store.find("search", parts)
+        if found:
+            return _reused_search(found, out_dir, tracker)
+        reuse.announce(tracker, "search", None, why)
     work_supernet, work_dir = supernet_path, out_dir
     if nodes:  # the supernet and the outputs go through S3, the one place the nodes share
         work_supernet = storage.join(nodes.state, layout.SUPERNET)
@@ -276,7 +329,23 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
         for name, uri in out["files"].items():
             out["files"][name] = str(storage.download_file(uri, Path(out_dir, name)))
         _log_search_files(out["files"], tracker)
+    if store:
+        store.put("search", parts, out["files"], out, _made_by(tracker))
     return out
+
+
+def _reused_search(found: reuse.Found, out_dir: str, tracker: Tracker) -> dict:
+    """The stored search's outputs in ``out_dir``, logged on this run as a search's."""
+    out = found.record["out"]
+    files = {name: str(storage.download_file(found.file(name), Path(out_dir, name)))
+             for name in found.record["files"]}
+    reuse.announce(tracker, "search", found, "")
+    _log_search_files(files, tracker)
+    metrics = out["metrics"]
+    tracker.parent.metrics({"search_hypervolume": metrics["hypervolume"],
+                            "search_front_size": metrics["front_size"],
+                            "search_evaluated": metrics["evaluated"]})
+    return {**out, "files": files, "metrics": {**metrics, "reused": 1}}
 
 
 def _log_search_files(files: dict, tracker: Tracker) -> None:
@@ -330,12 +399,27 @@ def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoi
     """Train ``arch`` from scratch where the config places it (``placement.py``);
     best.pt and final.pt land in ``out_dir`` (nodes keep them, with their state, in
     ``checkpoint_uri``)."""
+    store = reuse.Store.for_run(cfg)
+    parts = reuse.retrain_parts(cfg, prepared.read(dataset), arch)
+    if store:
+        found, why = store.find("retrain", parts)
+        if found:
+            for name in found.record["files"]:
+                storage.download_file(found.file(name), Path(out_dir, name))
+            reuse.announce(tracker, "retrain", found, "", label=arch)
+            tracker.params({"arch": arch})
+            return {**found.record["out"], "reused": 1}
+        reuse.announce(tracker, "retrain", None, why, label=arch)
     out = placement.run("retrain", cfg, cfg.retrain.device, tracker, nodes, dataset=dataset,
                         arch=arch, out_dir=checkpoint_uri if nodes else out_dir,
                         checkpoint_uri=checkpoint_uri)
     if nodes:
         _download_weights(checkpoint_uri, out_dir)
-    return out
+    if store:
+        weights = {n: str(Path(out_dir, n)) for n in (layout.BEST, layout.FINAL)
+                   if Path(out_dir, n).exists()}
+        store.put("retrain", parts, weights, out, _made_by(tracker))
+    return {**out, "reused": 0}
 
 
 def retrain_on_ranks(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str,
@@ -428,22 +512,25 @@ def record_evaluated(cfg: PipelineConfig, summary: dict, model, input_size: int,
 
 
 def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
-              warning: str = "") -> tuple[dict, str]:
-    """Leaderboard (markdown) and the champion: best test top-1 within budget.
-    ``warning`` (the supernet's, if it has not learned) heads the leaderboard."""
+              warning: str = "", dataset: str | None = None) -> tuple[dict, str]:
+    """Leaderboard (markdown) and the run's best model: best test top-1 within
+    budget. It takes the champion alias only if it beats the serving champion,
+    re-scored on this run's test split (``dataset``; champion.py's rule), else the
+    challenger alias. ``warning`` (the supernet's, if it has not learned) heads the
+    leaderboard."""
     from .report import leaderboard_markdown
-    from .tracking import set_alias
 
     ranked = sorted(summaries, key=lambda s: (-s["test_top1"], s["madds"]))
     eligible = [s for s in ranked if s["within_budget"]] or ranked
     champion = eligible[0]
-    alias_set = False
+    decision, alias_set = None, False
     if champion.get("registered_version") and tracker.active:
-        alias_set = set_alias(tracker.tracking_uri, cfg.tracking.registered_model,
-                              cfg.tracking.champion_alias, champion["registered_version"])
-    footer = (f"Registered model `{cfg.tracking.registered_model}` version "
-              f"{champion['registered_version']} has alias `{cfg.tracking.champion_alias}`."
-              if alias_set else "")
+        decision, alias_set = _crown(cfg, champion, tracker, dataset)
+    footer = ""
+    if alias_set:
+        alias = cfg.tracking.champion_alias if decision.promote else cfg.tracking.challenger_alias
+        footer = (f"Registered model `{cfg.tracking.registered_model}` version "
+                  f"{champion['registered_version']} has alias `{alias}`: {decision.reason}.")
     markdown = leaderboard_markdown(ranked, champion, warning, footer)
     tracker.text(markdown, "leaderboard.md")
     tracker.dict({"champion": champion, "all": ranked}, "leaderboard.json")
@@ -458,7 +545,35 @@ def summarize(cfg: PipelineConfig, summaries: list[dict], tracker: Tracker,
                           for s in ranked], "leaderboard.json")
     tracker.parent.text(markdown, "leaderboard.md")
     return {"champion": champion, "ranked": ranked, "metrics": metrics,
-            "alias_set": alias_set}, markdown
+            "alias_set": alias_set, "promoted": bool(decision and decision.promote),
+            "decision": decision.reason if decision else ""}, markdown
+
+
+def _crown(cfg: PipelineConfig, best: dict, tracker: Tracker, dataset: str | None):
+    """Give the run's best model the champion or the challenger alias (champion.py);
+    the decision and the old champion's score go on the MLflow parent run."""
+    from .budget import budgets
+    from .champion import Decision, decide, find_incumbent
+    from .tracking import set_alias
+
+    t = cfg.tracking
+    incumbent = None
+    if dataset is not None:
+        splits, space, _ = _open(cfg, dataset, Tracker("", "", ""))
+        incumbent = find_incumbent(tracker.tracking_uri, t.registered_model, t.champion_alias,
+                                   splits, space)
+    decision = (decide(best, incumbent, budgets(cfg.search), t.max_top1_drop)
+                if dataset is not None else Decision(True, "no test split to re-score the "
+                                                           "champion on"))
+    alias = t.champion_alias if decision.promote else t.challenger_alias
+    alias_set = set_alias(tracker.tracking_uri, t.registered_model, alias,
+                          best["registered_version"])
+    log.info("%s", decision.reason)
+    tracker.parent.tags({"champion_decision": "promoted" if decision.promote else "kept",
+                         "champion_reason": decision.reason})
+    if incumbent is not None and incumbent.test_top1 is not None:
+        tracker.parent.metrics({"previous_champion_test_top1": incumbent.test_top1})
+    return decision, alias_set
 
 
 def component_context(config: str, parent_run_id: str, run_name: str,

@@ -220,7 +220,7 @@ def test_the_deploy_guides_configs_load(tmp_path):
 def test_a_runs_parameters_replace_the_keys_they_stand_for():
     """tracking_uri, checkpoint_root and run_ranking are pipeline parameters and
     config keys: in a run the parameter wins, everywhere, validated like the key."""
-    from scarletnas.config import PipelineConfig, RUN_PARAMETERS, with_run_parameters
+    from scarletnas.config import RUN_PARAMETERS, PipelineConfig, with_run_parameters
 
     base = load_pipeline_config(None, ["checkpoint_root=s3://compiled/ck",
                                        "tracking.uri=http://compiled:5000"])

@@ -136,8 +136,9 @@ def test_the_pipeline_logs_a_run_and_a_model_with_its_metrics_as_that_user(
                                           export(model, space.input_size), evaluated)
         assert evaluated.active and evaluated.model_id
     with Tracker.for_task(uri, EXPERIMENT, "summarize", parent) as tracker:
-        result, _ = stages.summarize(cfg, [summary], tracker)
-        assert tracker.active
+        # (with the data: as a pipeline run does, it reads the registry for a champion)
+        result, _ = stages.summarize(cfg, [summary], tracker, dataset=dataset)
+        assert tracker.active and result["decision"] == "v1 (62.5%) is the first champion"
     assert finish_parent_run(cfg, uri, "kfp-run-1", "SUCCEEDED") == parent
     assert summary["registered_version"] == "1" and result["alias_set"]
 

@@ -199,3 +199,84 @@ def test_unreachable_tracking_server_at_start(caplog):
     tracker.metrics({"a": 1.0})  # a no-op, not an error
     assert "unreachable" in caplog.text
     assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == "2"
+
+
+def test_the_champion_alias_moves_only_to_a_model_that_beats_it(stack, monkeypatch, tmp_path,
+                                                                caplog):
+    """Four scheduled runs against one registry: the first model becomes champion;
+    a worse one gets the challenger alias and leaves the champion (re-scored on the
+    run's test split) in place; a better one moves it; a champion that no longer
+    loads is replaced with a warning, never a failed run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from scarletnas import manifest as prepared
+    from scarletnas import stages
+    from scarletnas.champion import find_incumbent
+    from scarletnas.config import load_pipeline_config
+    from scarletnas.subnet import build_subnet
+
+    for k, v in stack.env().items():
+        monkeypatch.setenv(k, v)
+    uri = stack.tracking_uri
+    cfg = load_pipeline_config(None, [f"tracking.uri={uri}", "tracking.experiment=crowned",
+                                      "tracking.registered_model=crowned"])
+    dataset = str(tmp_path / "dataset.json")
+    stages.prepare_data(cfg, dataset, Tracker("", "", ""))
+    splits, space = prepared.open_prepared(cfg, prepared.read(dataset))
+    client = MlflowClient(uri)
+    arch = "e3k3-e6k3se-skip-e3k5-e3k3-e6k5-e3k7se-skip"
+
+    def scheduled_run(claimed_top1: float, planted: bool = False):
+        """One run's evaluate (registering a model said to score ``claimed_top1``)
+        and summarize; returns what summarize decided and the parent run's tags."""
+        parent = Tracker(uri, "crowned", "pipeline run")
+        child = Tracker(uri, "crowned", "evaluate", parent_run_id=parent.run_id)
+        model = build_subnet(arch, space=space)  # untrained: about chance on the test split
+        summary = stages.record_evaluated(cfg, {
+            "arch": arch, "test_top1": claimed_top1, "test_top5": 1.0, "madds": 5e6,
+            "params": 1e5, "latency_ms_cpu_batch1": 1.0, "within_budget": True}, model,
+            space.input_size, None, child)
+        child.end()
+        summarizing = Tracker(uri, "crowned", "summarize", parent_run_id=parent.run_id)
+        out, markdown = stages.summarize(cfg, [summary], summarizing, dataset=dataset)
+        summarizing.end()
+        parent.end()
+        return out, markdown, client.get_run(parent.run_id).data, summary["registered_version"]
+
+    def alias(name):
+        return client.get_model_version_by_alias("crowned", name).version
+
+    out, _, parent, v1 = scheduled_run(0.5)
+    assert out["promoted"] and alias("champion") == v1 == "1"
+    assert parent.tags["champion_decision"] == "promoted"
+    assert out["decision"] == "v1 (50.0%) is the first champion"
+
+    out, markdown, parent, v2 = scheduled_run(0.0)  # worse than chance: v1 must win
+    assert not out["promoted"] and alias("champion") == v1 and alias("challenger") == v2
+    rescored = parent.metrics["previous_champion_test_top1"]
+    assert 0.0 < rescored < 0.5  # really scored on the test split, not read from v1's run
+    assert parent.tags["champion_decision"] == "kept"
+    assert f"has alias `challenger`: champion v1 ({100 * rescored:.1f}% on this run's test " \
+           f"split) stays: v2 (0.0%) does not beat it." in markdown
+
+    out, _, parent, v3 = scheduled_run(0.99)
+    assert out["promoted"] and alias("champion") == v3 == "3"
+    assert parent.tags["champion_reason"].startswith("v3 (99.0%) beats champion v1")
+
+    # the champion's files disappear from the store: the run goes on and replaces it
+    mlflow.set_tracking_uri(uri)
+    model_id = client.get_model_version("crowned", v3).source.removeprefix("models:/")
+    program = [k for k in storage.list_prefix(f"s3://{BUCKET}/mlflow")
+               if f"/{model_id}/" in k and k.endswith("model.pt2")]
+    assert len(program) == 1
+    storage.delete(program[0])
+    with caplog.at_level(logging.WARNING, logger="scarletnas.champion"):
+        out, _, parent, v4 = scheduled_run(0.0)
+    assert out["promoted"] and alias("champion") == v4
+    assert "replaces champion v3, which this run cannot score" in out["decision"]
+    assert "cannot be scored on this run's data" in caplog.text
+    # a champion for other data (its signature says so) is not scored on this one
+    other = find_incumbent(uri, "crowned", "champion", splits, space.with_(num_classes=7))
+    assert (other.version, other.test_top1) == (v4, None)
+    assert other.problem == "it predicts 10 classes, this run's data has 7"
