@@ -63,9 +63,14 @@ def supernet_parts(cfg: PipelineConfig, manifest: Mapping) -> dict:
 def search_parts(cfg: PipelineConfig, supernet_file: str) -> dict:
     """What decides the search: the supernet's content and the search settings."""
     h = hashlib.sha256()
-    with open(supernet_file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(supernet_file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except IsADirectoryError:
+        raise storage.StorageError(supernet_file, "is a folder, not a file") from None
+    except FileNotFoundError:
+        raise storage.StorageError(supernet_file, "no such file") from None
     return {"supernet": h.hexdigest()[:16], "search": to_dict(cfg.search),
             "eval": to_dict(cfg.eval), "nodes": cfg.resources.nodes, "code": code_version()}
 

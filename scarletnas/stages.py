@@ -102,7 +102,7 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
     A supernet an earlier run trained from the same inputs is used instead
     (``reuse.py``)."""
     store = reuse.Store.for_run(cfg)
-    parts = reuse.supernet_parts(cfg, prepared.read(dataset))
+    parts = reuse.supernet_parts(cfg, prepared.read(dataset)) if store else {}
     if store:
         found, why = store.find("supernet", parts)
         if found and (out := _reused_supernet(cfg, found, out_path, tracker)):
@@ -312,7 +312,7 @@ def search(cfg: PipelineConfig, dataset: str, supernet_path: str, out_dir: str, 
     """NSGA-II with the supernet where the config places it (``placement.py``);
     writes the front and plots under ``out_dir``."""
     store = reuse.Store.for_run(cfg)
-    parts = reuse.search_parts(cfg, supernet_path)
+    parts = reuse.search_parts(cfg, supernet_path) if store else {}
     if store:
         found, why = store.find("search", parts)
         if found:
@@ -400,7 +400,7 @@ def retrain(cfg: PipelineConfig, dataset: str, arch: str, out_dir: str, checkpoi
     best.pt and final.pt land in ``out_dir`` (nodes keep them, with their state, in
     ``checkpoint_uri``)."""
     store = reuse.Store.for_run(cfg)
-    parts = reuse.retrain_parts(cfg, prepared.read(dataset), arch)
+    parts = reuse.retrain_parts(cfg, prepared.read(dataset), arch) if store else {}
     if store:
         found, why = store.find("retrain", parts)
         if found:

@@ -9,6 +9,7 @@ and the PET_* variables the torch-distributed runtime sets. Every API call
 made is checked against the Role in manifests/base/trainjob-launcher.yaml.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -203,8 +204,10 @@ def test_two_nodes_train_search_and_retrain(cluster_env, stack, tmp_path, capfd)
     found = stages.search(cfg, dataset, str(tmp_path / "supernet.pt"), str(tmp_path / "front"),
                           f"s3://{BUCKET}/r2/search/state.json", Tracker("", "", "s"),
                           _nodes(cfg, "r2", "search"))
-    alone = stages.search(cfg, dataset, str(tmp_path / "supernet.pt"), str(tmp_path / "alone"),
-                          "", Tracker("", "", "s"))
+    # (searched again, not reused from the nodes' result: reuse=false)
+    alone = stages.search(dataclasses.replace(cfg, reuse=False), dataset,
+                          str(tmp_path / "supernet.pt"), str(tmp_path / "alone"), "",
+                          Tracker("", "", "s"))
     assert found["selected"] == alone["selected"] and found["selected"]
     assert found["metrics"] == pytest.approx(alone["metrics"])
     assert Path(found["files"]["pareto.html"]).read_text() == \
