@@ -53,6 +53,7 @@ _DNS = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?
 QUALIFIED_NAME = re.compile(rf"({_DNS}/)?{_NAME}")
 EXTENDED_RESOURCE = re.compile(rf"{_DNS}/{_NAME}")
 LABEL_VALUE = re.compile(rf"({_NAME})?")
+MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
 QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # URI schemes MLflow can track to; an empty URI means a local sqlite store
@@ -193,9 +194,21 @@ class SupernetConfig(RunConfig):
     # check): one schedule
     extensions: int = 3
     min_gain: float = 0.02
+    # start from a supernet an earlier run stored (reuse on, a checkpoint_root):
+    # off; latest (the newest of this space, on any data); or the MLflow run id of
+    # the run that trained it. It then trains warm_start_epochs at half the lr.
+    warm_start: str = "off"
+    warm_start_epochs: float = 6
 
     def __post_init__(self):
         super().__post_init__()
+        _check(self.warm_start in ("off", "latest") or bool(MLFLOW_RUN_ID.fullmatch(
+            self.warm_start)), f"supernet.warm_start={self.warm_start!r}: use off, latest or "
+            "the MLflow run id (32 hex digits) of the run whose supernet to start from")
+        _check(self.warm_start_epochs > 0 and (self.warm_start == "off" or
+                                               self.warm_start_epochs <= self.optim.epochs),
+               f"supernet.warm_start_epochs={self.warm_start_epochs}: must be positive and at "
+               f"most supernet.optim.epochs ({self.optim.epochs})")
         _choice("sampling", self.sampling)
         _choice("stabilizer_init", self.stabilizer_init)
         _check(self.check_paths >= 0, "supernet.check_paths must be >= 0 (0: no check)")
@@ -660,6 +673,8 @@ def _coerce(tp, value, path: str, current=None):
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as bools
+            return "on" if value else "off"
         raise ConfigError(f"{path} must be a string, got {value!r}")
     return value
 

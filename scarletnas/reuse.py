@@ -133,9 +133,10 @@ class Store:
         return found, ""
 
     def put(self, kind: str, parts: Mapping, files: Mapping[str, str], out: Mapping,
-            made_by: Mapping[str, str]) -> None:
-        """Store a result: its files first, then the record that marks it complete.
-        A failure to store is a warning: the run has its result either way."""
+            made_by: Mapping[str, str], about: Mapping | None = None) -> None:
+        """Store a result: its files first, then the record that marks it complete
+        (``about``: what later runs select it by, beyond its key). A failure to
+        store is a warning: the run has its result either way."""
         folder = storage.join(self.root, kind, key_of(parts))
         files_in = uuid.uuid4().hex[:12]
         try:
@@ -143,23 +144,29 @@ class Store:
                 storage.upload_file(path, storage.join(folder, files_in, name))
             record = {"kind": kind, "key": key_of(parts), "parts": dict(parts),
                       "files": sorted(files), "files_in": files_in, "out": dict(out),
-                      "made_by": dict(made_by),
+                      "made_by": dict(made_by), "about": dict(about or {}),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             storage.write_bytes(storage.join(folder, RECORD),
                                 json.dumps(record, indent=1, default=str).encode())
         except (OSError, RuntimeError) as err:  # StorageError is a RuntimeError
             log.warning("could not store the %s for reuse under %s: %s", kind, folder, err)
 
-    def _why_not(self, kind: str, parts: Mapping) -> str:
-        """Which parts differ from the last stored result of ``kind`` (of the same
-        arch, for retrains)."""
-        records = []
+    def records(self, kind: str) -> list[Found]:
+        """Every readable stored result of ``kind``, newest first."""
+        found = []
         for uri in storage.list_prefix(storage.join(self.root, kind)):
             if uri.endswith("/" + RECORD):
                 try:
-                    records.append(json.loads(storage.read_bytes(uri)))
+                    found.append(Found(uri[:-len(RECORD) - 1],
+                                       json.loads(storage.read_bytes(uri))))
                 except (OSError, RuntimeError, ValueError):
                     continue
+        return sorted(found, key=lambda f: f.record.get("created", ""), reverse=True)
+
+    def _why_not(self, kind: str, parts: Mapping) -> str:
+        """Which parts differ from the last stored result of ``kind`` (of the same
+        arch, for retrains)."""
+        records = [f.record for f in self.records(kind)]
         if "arch" in parts:
             records = [r for r in records if r.get("parts", {}).get("arch") == parts["arch"]]
         if not records:

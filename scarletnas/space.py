@@ -224,6 +224,14 @@ class SearchSpace:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    @cached_property
+    def body_fingerprint(self) -> str:
+        """The fingerprint blind to class count and input size: two spaces that
+        share it have weights of the same shapes but the classifier's, so a
+        supernet of one can warm-start the other (data that grew a class)."""
+        body = {k: v for k, v in self.to_dict().items() if k not in ("num_classes", "input_size")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
     # ---- geometry -----------------------------------------------------
     def _width(self, channels: int) -> int:
         return make_divisible(channels * self.width_mult)

@@ -20,6 +20,7 @@ from . import manifest as prepared
 from .config import PipelineConfig, to_dict
 from .data import Batches, Splits
 from .report import curve_png
+from .space import SearchSpace
 from .tracking import Tracker
 
 if TYPE_CHECKING:
@@ -101,21 +102,64 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
     writes ``out_path`` (on nodes: to S3 first, the nodes share nothing else).
     A supernet an earlier run trained from the same inputs is used instead
     (``reuse.py``)."""
+    manifest = prepared.read(dataset)
     store = reuse.Store.for_run(cfg)
-    parts = reuse.supernet_parts(cfg, prepared.read(dataset)) if store else {}
+    parts = reuse.supernet_parts(cfg, manifest) if store else {}
     if store:
         found, why = store.find("supernet", parts)
         if found and (out := _reused_supernet(cfg, found, out_path, tracker)):
             return out
         reuse.announce(tracker, "supernet", None, why or "the stored supernet is unusable")
+    body = SearchSpace.from_dict(manifest["space"]).body_fingerprint
+    warm = warm_start_source(cfg, body, tracker)
     work_path = storage.join(nodes.state, layout.SUPERNET) if nodes else out_path
     out = placement.run("train_supernet", cfg, cfg.supernet.device, tracker, nodes,
-                        dataset=dataset, out_path=work_path, checkpoint_uri=checkpoint_uri)
+                        dataset=dataset, out_path=work_path, checkpoint_uri=checkpoint_uri,
+                        warm_start_uri=warm.file(layout.SUPERNET) if warm else "")
     if work_path != out_path:
         storage.download_file(work_path, out_path)
     if store:
-        store.put("supernet", parts, {layout.SUPERNET: out_path}, out, _made_by(tracker))
-    return {**out, "reused": 0}
+        store.put("supernet", parts, {layout.SUPERNET: out_path}, out, _made_by(tracker),
+                  about={"space_body": body})
+    return {**out, "reused": 0, "warm_started": int(warm is not None)}
+
+
+def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse.Found | None:
+    """The stored supernet ``supernet.warm_start`` names (same layers, any data),
+    said on the runs; None: train from scratch. A run id that stored none is an
+    error (the user asked for that one); ``latest`` with none stored is not."""
+    wanted = cfg.supernet.warm_start
+    if wanted == "off":
+        return None
+    if not cfg.checkpoint_root:
+        raise ValueError(f"supernet.warm_start={wanted}: supernets are stored under "
+                         "checkpoint_root, which this run does not set; set it or use off")
+    stored = reuse.Store(cfg.checkpoint_root).records("supernet")
+    if wanted == "latest":
+        same = [f for f in stored if f.record.get("about", {}).get("space_body") == body]
+        if not same:
+            log.info("supernet: no stored supernet of this search space to warm-start from "
+                     "under %s: training from scratch", cfg.checkpoint_root)
+            tracker.tags({"warm_start": "no: none stored for this space"})
+            return None
+        found = same[0]
+    else:
+        runs = [f for f in stored if f.record.get("made_by", {}).get("mlflow_run_id") == wanted]
+        if not runs:
+            raise ValueError(f"supernet.warm_start={wanted}: no supernet stored by that MLflow "
+                             f"run under {reuse.Store(cfg.checkpoint_root).root}/supernet (runs "
+                             "store theirs when reuse is on); use latest, off, or the id of "
+                             "the parent run that trained one")
+        found = runs[0]
+        if found.record.get("about", {}).get("space_body") != body:
+            raise ValueError(f"supernet.warm_start={wanted}: that run's supernet has other "
+                             "layers, widths or choices than this run's space; use latest "
+                             "(the newest of this space) or off")
+    text = f"from {found.source}"
+    log.info("supernet: warm start %s", text)
+    tracker.tags({"warm_start": text})
+    tracker.parent.tags({"warm_start": text})
+    return found
 
 
 def _made_by(tracker: Tracker) -> dict:
@@ -154,11 +198,13 @@ def _reused_supernet(cfg: PipelineConfig, found: reuse.Found, out_path: str,
 
 
 def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
-                            checkpoint_uri: str, tracker: Tracker) -> dict:
-    """The supernet's training on every rank of its group."""
+                            checkpoint_uri: str, tracker: Tracker,
+                            warm_start_uri: str = "") -> dict:
+    """The supernet's training on every rank of its group: from scratch, or from
+    the stored supernet at ``warm_start_uri`` for ``warm_start_epochs``."""
     from .checkpoint import save_supernet
     from .launch import world
-    from .train import extension_round, should_extend
+    from .train import extension_round, should_extend, warm_start_round
     from .train import train_supernet as train
 
     splits, space, manifest = _open(cfg, dataset, tracker)
@@ -176,8 +222,10 @@ def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
             last.update(metrics)
 
     t = time.perf_counter()
-    supernet, result = train(space, splits, cfg.supernet, checkpoint_uri=checkpoint_uri or None,
-                             callback=on_metrics)
+    start = _warm_supernet(cfg, space, warm_start_uri) if warm_start_uri else None
+    first = warm_start_round(cfg.supernet) if start else cfg.supernet  # extensions: as long
+    supernet, result = train(space, splits, first, checkpoint_uri=checkpoint_uri or None,
+                             callback=on_metrics, supernet=start)
     resumed_from, stopped_early = result.resumed_from, result.stopped_early
     check = check_supernet(cfg, supernet, splits, tracker, step=result.steps)
     checks = [check]
@@ -186,7 +234,7 @@ def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
         log.info("supernet: training extension round %d of at most %d: %s", n,
                  cfg.supernet.extensions, why)
         done[0] += result.steps
-        supernet, result = train(space, splits, extension_round(cfg.supernet, n, done[0]),
+        supernet, result = train(space, splits, extension_round(first, n, done[0]),
                                  checkpoint_uri=f"{checkpoint_uri}.round{n}"
                                  if checkpoint_uri else None, callback=on_metrics,
                                  supernet=supernet)
@@ -210,6 +258,28 @@ def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
         for n, c in enumerate(checks[:-1]):  # scalars: KFP metrics take no lists
             out[f"sampled_top1_round{n}"] = c["top1_mean"]
     return out
+
+
+def _warm_supernet(cfg: PipelineConfig, space, uri: str):
+    """A supernet of ``space`` holding the stored one's weights (a new classifier
+    when the class count changed)."""
+    import tempfile
+
+    from .checkpoint import load_supernet
+    from .supernet import Supernet, adopt_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = str(Path(tmp, layout.SUPERNET))
+        storage.download_file(uri, local)
+        source = load_supernet(local)
+    s = cfg.supernet
+    supernet = Supernet(space, s.stabilizer, s.stabilizer_init,
+                        zero_init_residual=s.zero_init_residual)
+    fresh = adopt_weights(supernet, source)
+    if fresh:
+        log.info("supernet: warm start leaves %s as new (%d tensors): the class count "
+                 "changed", ", ".join(sorted({k.split(".")[0] for k in fresh})), len(fresh))
+    return supernet
 
 
 def _agreed(decision: str) -> str:

@@ -141,6 +141,22 @@ class Supernet(Network):
         return count
 
 
+def adopt_weights(target: Supernet, source: Supernet) -> list[str]:
+    """Copy ``source``'s tensors into ``target`` where names and shapes agree: a
+    warm start. Returns the names left as they were (the classifier, when the
+    class counts differ). Refuses a source of other layers or skip kind."""
+    if source.space.body_fingerprint != target.space.body_fingerprint:
+        raise ValueError("it was trained for another search space (layers, widths or choices "
+                         "differ)")
+    if source.stabilizer != target.stabilizer:
+        raise ValueError(f"it was trained with supernet.stabilizer={source.stabilizer}")
+    own = target.state_dict()
+    taken = {k: v for k, v in source.state_dict().items()
+             if k in own and own[k].shape == v.shape}
+    target.load_state_dict(taken, strict=False)
+    return sorted(set(own) - set(taken))
+
+
 def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,
                    stabilizer_init: str = ops.STABILIZER_INIT, dropout: float = 0.0,
                    zero_init_residual: bool = True) -> Supernet:
@@ -148,4 +164,4 @@ def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,
                     zero_init_residual)
 
 
-__all__ = ["Arch", "Network", "Supernet", "build_supernet"]
+__all__ = ["Arch", "Network", "Supernet", "adopt_weights", "build_supernet"]

@@ -330,6 +330,17 @@ def extension_round(cfg: SupernetConfig, round_: int, steps_done: int) -> Supern
                                else 0)
 
 
+def warm_start_round(cfg: SupernetConfig) -> SupernetConfig:
+    """The schedule of a warm-started supernet: like extension round 1 (a cosine
+    restart from lr / 2 without warm-up, other paths) but ``warm_start_epochs``
+    long; ``min_steps`` shrinks by the same fraction as the epochs."""
+    first = extension_round(cfg, 1, 0)
+    fraction = cfg.warm_start_epochs / cfg.optim.epochs
+    optim = dataclasses.replace(first.optim, epochs=cfg.warm_start_epochs,
+                                min_steps=math.ceil(cfg.optim.min_steps * fraction))
+    return dataclasses.replace(first, optim=optim, max_steps=cfg.max_steps)
+
+
 def should_extend(cfg: SupernetConfig, checks: list[dict]) -> str:
     """Why another round is worth training after ``checks`` (one sampled-path check
     per round so far), or "" to stop."""
