@@ -54,6 +54,7 @@ QUALIFIED_NAME = re.compile(rf"({_DNS}/)?{_NAME}")
 EXTENDED_RESOURCE = re.compile(rf"{_DNS}/{_NAME}")
 LABEL_VALUE = re.compile(rf"({_NAME})?")
 MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
+OFF_WORDS = ("supernet.warm_start",)  # string settings whose value may be the word off
 QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # URI schemes MLflow can track to; an empty URI means a local sqlite store
@@ -673,7 +674,7 @@ def _coerce(tp, value, path: str, current=None):
     if tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as bools
+        if isinstance(value, bool) and path in OFF_WORDS:  # YAML 1.1 reads off as false
             return "on" if value else "off"
         raise ConfigError(f"{path} must be a string, got {value!r}")
     return value

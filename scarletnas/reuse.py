@@ -145,7 +145,8 @@ class Store:
             record = {"kind": kind, "key": key_of(parts), "parts": dict(parts),
                       "files": sorted(files), "files_in": files_in, "out": dict(out),
                       "made_by": dict(made_by), "about": dict(about or {}),
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "created_ns": time.time_ns()}
             storage.write_bytes(storage.join(folder, RECORD),
                                 json.dumps(record, indent=1, default=str).encode())
         except (OSError, RuntimeError) as err:  # StorageError is a RuntimeError
@@ -161,7 +162,8 @@ class Store:
                                        json.loads(storage.read_bytes(uri))))
                 except (OSError, RuntimeError, ValueError):
                     continue
-        return sorted(found, key=lambda f: f.record.get("created", ""), reverse=True)
+        return sorted(found, key=lambda f: (f.record.get("created", ""),
+                                            f.record.get("created_ns", 0)), reverse=True)
 
     def _why_not(self, kind: str, parts: Mapping) -> str:
         """Which parts differ from the last stored result of ``kind`` (of the same

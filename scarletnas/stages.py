@@ -10,6 +10,7 @@ the CLI calls the same functions.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -111,23 +112,24 @@ def train_supernet(cfg: PipelineConfig, dataset: str, out_path: str, checkpoint_
             return out
         reuse.announce(tracker, "supernet", None, why or "the stored supernet is unusable")
     body = SearchSpace.from_dict(manifest["space"]).body_fingerprint
-    warm = warm_start_source(cfg, body, tracker)
+    warm = _warm_start_uri(cfg, body, tracker, checkpoint_uri)
     work_path = storage.join(nodes.state, layout.SUPERNET) if nodes else out_path
     out = placement.run("train_supernet", cfg, cfg.supernet.device, tracker, nodes,
                         dataset=dataset, out_path=work_path, checkpoint_uri=checkpoint_uri,
-                        warm_start_uri=warm.file(layout.SUPERNET) if warm else "")
+                        warm_start_uri=warm)
     if work_path != out_path:
         storage.download_file(work_path, out_path)
     if store:
         store.put("supernet", parts, {layout.SUPERNET: out_path}, out, _made_by(tracker),
                   about={"space_body": body})
-    return {**out, "reused": 0, "warm_started": int(warm is not None)}
+    return {**out, "reused": 0, "warm_started": int(bool(warm))}
 
 
 def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse.Found | None:
-    """The stored supernet ``supernet.warm_start`` names (same layers, any data),
-    said on the runs; None: train from scratch. A run id that stored none is an
-    error (the user asked for that one); ``latest`` with none stored is not."""
+    """The stored supernet ``supernet.warm_start`` names (same layers and skip
+    kind, any data), checked to load and said on the runs; None: train from
+    scratch. A named run whose supernet cannot serve is an error (the user
+    asked for that one); ``latest`` passes over unusable ones, with a warning."""
     wanted = cfg.supernet.warm_start
     if wanted == "off":
         return None
@@ -136,13 +138,20 @@ def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse
                          "checkpoint_root, which this run does not set; set it or use off")
     stored = reuse.Store(cfg.checkpoint_root).records("supernet")
     if wanted == "latest":
-        same = [f for f in stored if f.record.get("about", {}).get("space_body") == body]
-        if not same:
-            log.info("supernet: no stored supernet of this search space to warm-start from "
-                     "under %s: training from scratch", cfg.checkpoint_root)
+        found = None
+        for candidate in stored:
+            if candidate.record.get("about", {}).get("space_body") != body:
+                continue
+            why = _unusable(cfg, candidate, body)
+            if not why:
+                found = candidate
+                break
+            log.warning("supernet: not warm-starting from %s: %s", candidate.folder, why)
+        if found is None:
+            log.info("supernet: no usable stored supernet of this search space to warm-start "
+                     "from under %s: training from scratch", cfg.checkpoint_root)
             tracker.tags({"warm_start": "no: none stored for this space"})
             return None
-        found = same[0]
     else:
         runs = [f for f in stored if f.record.get("made_by", {}).get("mlflow_run_id") == wanted]
         if not runs:
@@ -155,11 +164,54 @@ def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse
             raise ValueError(f"supernet.warm_start={wanted}: that run's supernet has other "
                              "layers, widths or choices than this run's space; use latest "
                              "(the newest of this space) or off")
+        if why := _unusable(cfg, found, body):
+            raise ValueError(f"supernet.warm_start={wanted}: that run's supernet "
+                             f"({found.folder}) cannot be used: {why}; use latest or off")
     text = f"from {found.source}"
     log.info("supernet: warm start %s", text)
     tracker.tags({"warm_start": text})
     tracker.parent.tags({"warm_start": text})
     return found
+
+
+def _unusable(cfg: PipelineConfig, found: reuse.Found, body: str) -> str:
+    """Why a stored supernet cannot start this run's ("" if it can): it must load
+    and match the space's layers and ``supernet.stabilizer``."""
+    import tempfile
+
+    from .checkpoint import load_supernet
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = str(Path(tmp, layout.SUPERNET))
+            storage.download_file(found.file(layout.SUPERNET), local)
+            source = load_supernet(local)
+    except (OSError, RuntimeError, ValueError, KeyError) as err:
+        return f"it does not load ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    if source.space.body_fingerprint != body:
+        return "it was trained for other layers, widths or choices"
+    if source.stabilizer != cfg.supernet.stabilizer:
+        return f"it was trained with supernet.stabilizer={source.stabilizer}"
+    return ""
+
+
+def _warm_start_uri(cfg: PipelineConfig, body: str, tracker: Tracker, checkpoint_uri: str) -> str:
+    """The stored supernet this step starts from ("" : scratch), decided once per
+    step: a retry reads the first attempt's decision beside its checkpoint, so it
+    resumes what that attempt began even if the store changed since."""
+    decision = f"{checkpoint_uri}.warm_start.json" if checkpoint_uri else ""
+    if decision and storage.exists(decision):
+        made = json.loads(storage.read_bytes(decision))
+        if made["uri"]:
+            tracker.tags({"warm_start": made["text"]})
+            tracker.parent.tags({"warm_start": made["text"]})
+        return made["uri"]
+    found = warm_start_source(cfg, body, tracker)
+    uri = found.file(layout.SUPERNET) if found else ""
+    if decision:
+        storage.write_bytes(decision, json.dumps(
+            {"uri": uri, "text": f"from {found.source}" if found else ""}).encode())
+    return uri
 
 
 def _made_by(tracker: Tracker) -> dict:
@@ -265,6 +317,8 @@ def _warm_supernet(cfg: PipelineConfig, space, uri: str):
     when the class count changed)."""
     import tempfile
 
+    import torch
+
     from .checkpoint import load_supernet
     from .supernet import Supernet, adopt_weights
 
@@ -273,6 +327,7 @@ def _warm_supernet(cfg: PipelineConfig, space, uri: str):
         storage.download_file(uri, local)
         source = load_supernet(local)
     s = cfg.supernet
+    torch.manual_seed(s.seed)  # a new classifier starts alike on every rank
     supernet = Supernet(space, s.stabilizer, s.stabilizer_init,
                         zero_init_residual=s.zero_init_residual)
     fresh = adopt_weights(supernet, source)

@@ -153,8 +153,12 @@ def adopt_weights(target: Supernet, source: Supernet) -> list[str]:
     own = target.state_dict()
     taken = {k: v for k, v in source.state_dict().items()
              if k in own and own[k].shape == v.shape}
+    fresh = sorted(set(own) - set(taken))
+    if other := [k for k in fresh if not k.startswith("classifier.")]:
+        raise ValueError(f"its tensors do not match this supernet's ({', '.join(other[:3])}"
+                         f"{', ...' if len(other) > 3 else ''}): saved by another version?")
     target.load_state_dict(taken, strict=False)
-    return sorted(set(own) - set(taken))
+    return fresh
 
 
 def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,

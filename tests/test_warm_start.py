@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scarletnas import SearchSpace, reuse, stages
-from scarletnas.checkpoint import load_supernet
+from scarletnas.checkpoint import load_supernet, save_supernet
 from scarletnas.config import ConfigError, load_pipeline_config
 from scarletnas.supernet import Supernet, adopt_weights
 from scarletnas.tracking import Tracker
@@ -103,23 +103,66 @@ def test_a_run_on_grown_data_warm_starts_and_a_rerun_of_it_is_reused(tmp_path, c
     assert (tmp_path / "e.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
-def test_a_named_run_must_have_stored_a_supernet_of_this_space(tmp_path):
+def _store(ck, run_id, body, weights):
+    reuse.Store(str(ck)).put("supernet", {"k": run_id}, {"supernet.pt": str(weights)}, {},
+                             {"mlflow_run_id": run_id}, about={"space_body": body})
+
+
+def test_a_named_run_must_have_stored_a_usable_supernet_of_this_space(tmp_path):
     ck = tmp_path / "ck"
     cfg = _cfg(ck, f"supernet.warm_start={RUN_ID}")
-    body = SearchSpace.compact(width_mult=0.25).body_fingerprint
+    space = SearchSpace.compact(width_mult=0.25)
     with pytest.raises(ValueError, match="no supernet stored by that MLflow run"):
-        stages.warm_start_source(cfg, body, Tracker("", "", ""))
-    weights = tmp_path / "s.pt"
-    weights.write_bytes(b"w")
-    store = reuse.Store(str(ck))
-    store.put("supernet", {"k": 1}, {"supernet.pt": str(weights)}, {},
-              {"mlflow_run_id": RUN_ID}, about={"space_body": body})
-    found = stages.warm_start_source(cfg, body, Tracker("", "", ""))
+        stages.warm_start_source(cfg, space.body_fingerprint, Tracker("", "", ""))
+    save_supernet(str(tmp_path / "s.pt"), Supernet(space))
+    _store(ck, RUN_ID, space.body_fingerprint, tmp_path / "s.pt")
+    found = stages.warm_start_source(cfg, space.body_fingerprint, Tracker("", "", ""))
     assert found.source.startswith(f"run {RUN_ID}")
     with pytest.raises(ValueError, match="other layers, widths or choices"):
         stages.warm_start_source(cfg, "another", Tracker("", "", ""))
+    with pytest.raises(ValueError, match="trained with supernet.stabilizer=True"):
+        stages.warm_start_source(_cfg(ck, f"supernet.warm_start={RUN_ID}",
+                                      "supernet.stabilizer=false"),
+                                 space.body_fingerprint, Tracker("", "", ""))
     assert stages.warm_start_source(_cfg(ck, "supernet.warm_start=latest"), "another",
                                     Tracker("", "", "")) is None  # none of that space
     with pytest.raises(ValueError, match="does not set"):
-        stages.warm_start_source(_cfg("", "supernet.warm_start=latest"), body,
-                                 Tracker("", "", ""))
+        stages.warm_start_source(_cfg("", "supernet.warm_start=latest"),
+                                 space.body_fingerprint, Tracker("", "", ""))
+
+
+def test_latest_passes_over_a_newer_stored_supernet_that_cannot_serve(tmp_path, caplog):
+    ck = tmp_path / "ck"
+    space = SearchSpace.compact(width_mult=0.25)
+    good, other = "a" * 32, "b" * 32
+    save_supernet(str(tmp_path / "good.pt"), Supernet(space))
+    _store(ck, good, space.body_fingerprint, tmp_path / "good.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    _store(ck, other, space.body_fingerprint, tmp_path / "broken.pt")  # the newest
+    cfg = _cfg(ck, "supernet.warm_start=latest")
+    with caplog.at_level(logging.WARNING, logger="scarletnas"):
+        found = stages.warm_start_source(cfg, space.body_fingerprint, Tracker("", "", ""))
+    assert found.source.startswith(f"run {good}")
+    assert "not warm-starting from" in caplog.text and "does not load" in caplog.text
+    # a named run whose supernet does not load is an error, not a silent scratch run
+    with pytest.raises(ValueError, match="cannot be used: it does not load"):
+        stages.warm_start_source(_cfg(ck, f"supernet.warm_start={other}"),
+                                 space.body_fingerprint, Tracker("", "", ""))
+
+
+def test_a_retried_step_keeps_its_first_attempts_start(tmp_path):
+    """The first attempt found nothing to start from; a supernet stored since does
+    not change what the retry resumes (a checkpoint of a scratch run)."""
+    ck = tmp_path / "ck"
+    space = SearchSpace.compact(width_mult=0.25)
+    cfg = _cfg(ck, "supernet.warm_start=latest")
+    checkpoint = str(tmp_path / "state" / "supernet.ckpt")
+    (tmp_path / "state").mkdir()
+    body = space.body_fingerprint
+    assert stages._warm_start_uri(cfg, body, Tracker("", "", ""), checkpoint) == ""
+    save_supernet(str(tmp_path / "s.pt"), Supernet(space))
+    _store(ck, RUN_ID, body, tmp_path / "s.pt")
+    assert stages._warm_start_uri(cfg, body, Tracker("", "", ""), checkpoint) == ""
+    # a step of another run (another state folder) does start from it
+    assert stages._warm_start_uri(cfg, body, Tracker("", "", ""),
+                                  str(tmp_path / "other.ckpt")).endswith("supernet.pt")
