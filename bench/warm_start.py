@@ -111,14 +111,13 @@ def main() -> None:
     new = _splits(cfg, root / "grown", round(args.per_class * (1 + args.growth)), args)
     space = build_space(cfg, new)
     s = cfg.supernet
-    make = lambda: Supernet(space, s.stabilizer, s.stabilizer_init,  # noqa: E731
-                            zero_init_residual=s.zero_init_residual)
     last_week, _ = _train("last week: scratch, old data", space, old, s, cfg)
     scratch, scratch_row = _train("grown data: scratch", space, new, s, cfg)
     # the noise floor of ranking agreement: the same recipe with another seed
     other_seed, _ = _train("grown data: scratch, seed 1", space, new,
                            dataclasses.replace(s, seed=s.seed + 1), cfg)
-    start = make()
+    start = Supernet(space, s.stabilizer, s.stabilizer_init,
+                     zero_init_residual=s.zero_init_residual)
     adopt_weights(start, last_week)
     warm, warm_row = _train("grown data: warm start", space, new, warm_start_round(s), cfg,
                             start, every=1)

@@ -136,7 +136,8 @@ def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse
     if not cfg.checkpoint_root:
         raise ValueError(f"supernet.warm_start={wanted}: supernets are stored under "
                          "checkpoint_root, which this run does not set; set it or use off")
-    stored = reuse.Store(cfg.checkpoint_root).records("supernet")
+    store = reuse.Store(cfg.checkpoint_root)
+    stored = store.records("supernet")
     if wanted == "latest":
         found = None
         for candidate in stored:
@@ -156,7 +157,7 @@ def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse
         runs = [f for f in stored if f.record.get("made_by", {}).get("mlflow_run_id") == wanted]
         if not runs:
             raise ValueError(f"supernet.warm_start={wanted}: no supernet stored by that MLflow "
-                             f"run under {reuse.Store(cfg.checkpoint_root).root}/supernet (runs "
+                             f"run under {store.root}/supernet (runs "
                              "store theirs when reuse is on); use latest, off, or the id of "
                              "the parent run that trained one")
         found = runs[0]
@@ -177,22 +178,14 @@ def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse
 def _unusable(cfg: PipelineConfig, found: reuse.Found, body: str) -> str:
     """Why a stored supernet cannot start this run's ("" if it can): it must load
     and match the space's layers and ``supernet.stabilizer``."""
-    import tempfile
-
     from .checkpoint import load_supernet
+    from .supernet import start_mismatch
 
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = str(Path(tmp, layout.SUPERNET))
-            storage.download_file(found.file(layout.SUPERNET), local)
-            source = load_supernet(local)
+        source = load_supernet(found.file(layout.SUPERNET))
     except (OSError, RuntimeError, ValueError, KeyError) as err:
         return f"it does not load ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-    if source.space.body_fingerprint != body:
-        return "it was trained for other layers, widths or choices"
-    if source.stabilizer != cfg.supernet.stabilizer:
-        return f"it was trained with supernet.stabilizer={source.stabilizer}"
-    return ""
+    return start_mismatch(source, body, cfg.supernet.stabilizer)
 
 
 def _warm_start_uri(cfg: PipelineConfig, body: str, tracker: Tracker, checkpoint_uri: str) -> str:
@@ -315,17 +308,12 @@ def train_supernet_on_ranks(cfg: PipelineConfig, dataset: str, out_path: str,
 def _warm_supernet(cfg: PipelineConfig, space, uri: str):
     """A supernet of ``space`` holding the stored one's weights (a new classifier
     when the class count changed)."""
-    import tempfile
-
     import torch
 
     from .checkpoint import load_supernet
     from .supernet import Supernet, adopt_weights
 
-    with tempfile.TemporaryDirectory() as tmp:
-        local = str(Path(tmp, layout.SUPERNET))
-        storage.download_file(uri, local)
-        source = load_supernet(local)
+    source = load_supernet(uri)  # a local path or s3:// (storage reads either)
     s = cfg.supernet
     torch.manual_seed(s.seed)  # a new classifier starts alike on every rank
     supernet = Supernet(space, s.stabilizer, s.stabilizer_init,

@@ -141,15 +141,22 @@ class Supernet(Network):
         return count
 
 
+def start_mismatch(source: Supernet, body: str, stabilizer: bool) -> str:
+    """Why ``source`` cannot warm-start a supernet of the space with ``body``
+    fingerprint and that ``stabilizer`` ("" when it can)."""
+    if source.space.body_fingerprint != body:
+        return "it was trained for another search space (layers, widths or choices differ)"
+    if source.stabilizer != stabilizer:
+        return f"it was trained with supernet.stabilizer={source.stabilizer}"
+    return ""
+
+
 def adopt_weights(target: Supernet, source: Supernet) -> list[str]:
     """Copy ``source``'s tensors into ``target`` where names and shapes agree: a
     warm start. Returns the names left as they were (the classifier, when the
     class counts differ). Refuses a source of other layers or skip kind."""
-    if source.space.body_fingerprint != target.space.body_fingerprint:
-        raise ValueError("it was trained for another search space (layers, widths or choices "
-                         "differ)")
-    if source.stabilizer != target.stabilizer:
-        raise ValueError(f"it was trained with supernet.stabilizer={source.stabilizer}")
+    if why := start_mismatch(source, target.space.body_fingerprint, target.stabilizer):
+        raise ValueError(why)
     own = target.state_dict()
     taken = {k: v for k, v in source.state_dict().items()
              if k in own and own[k].shape == v.shape}
@@ -168,4 +175,4 @@ def build_supernet(space: SearchSpace | None = None, *, stabilizer: bool = True,
                     zero_init_residual)
 
 
-__all__ = ["Arch", "Network", "Supernet", "adopt_weights", "build_supernet"]
+__all__ = ["Arch", "Network", "Supernet", "adopt_weights", "build_supernet", "start_mismatch"]
