@@ -7,7 +7,10 @@ same budget, then
 - score N random paths (BN recalibrated) for the spread of sampled-subnet
   validation accuracy,
 - score M archs spread over the MAdds range and correlate with the same
-  archs trained stand-alone (Kendall tau, Spearman rho, p-values).
+  archs trained stand-alone (Kendall tau, Spearman rho, p-values), over all
+  of them and over the close ones (within --close pp of the best stand-alone
+  arch: the archs a user picks among),
+- compare the supernet's mean score of those archs with their stand-alone mean.
 Stand-alone accuracies are computed once and shared by every variant; the
 median arch is also trained with extra seeds to measure seed noise. The
 no-skip variant's space has no skip choice, so its tau is over the ranked
@@ -16,6 +19,7 @@ archs without a skip.
 Writes results.json and PNG figures to --out; docs/reproduction.md reads them.
 
     python bench/reproduce_stabilizer.py --out docs/reproduction
+    python bench/reproduce_stabilizer.py --report docs/reproduction/results.json
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ def main() -> None:
     p.add_argument("--dataset", default="distorted-digits")
     p.add_argument("--space", default="compact")
     p.add_argument("--steps", type=int, default=600, help="supernet steps per run")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                   help="supernet seeds; none: train only the stand-alone archs")
     p.add_argument("--variants", nargs="+", default=["stabilizer", "identity", "no-skip"],
                    choices=list(VARIANTS))
     p.add_argument("--sampled", type=int, default=20, help="random paths scored per supernet")
@@ -102,15 +107,30 @@ def main() -> None:
                         "archs: reuse its stand-alone accuracies instead of retraining them")
     p.add_argument("--input-size", type=int, default=16)
     p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--shortcut", type=int, default=1,
+                   help="1: projection shortcuts on the width-changing layers (space.shortcut, "
+                        "the pipeline's default); 0: the paper's exact network (the compact "
+                        "runs recorded before 2026-11-30 were made so)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--close", type=float, default=5,
+                   help="percentage points below the best stand-alone arch that count as close")
+    p.add_argument("--no-standalone", action="store_true",
+                   help="train only the supernets (their scores are judged later with --report "
+                        "and --standalone-from: two processes can share the work)")
+    p.add_argument("--report", metavar="RESULTS_JSON",
+                   help="judge an earlier run's results.json again; train nothing")
     args = p.parse_args()
+    if args.report:
+        report(Path(args.report), args.close / 100, args.standalone_from)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     splits = load_splits(DataConfig(dataset=args.dataset, input_size=args.input_size))
     space = SearchSpace.named(args.space, num_classes=splits.num_classes,
-                              input_size=args.input_size, width_mult=args.width)
+                              input_size=args.input_size, width_mult=args.width,
+                              shortcut=bool(args.shortcut))
     per_epoch = len(splits.train) // args.batch
     epochs = args.steps / per_epoch
     eval_cfg = EvalConfig(calib_batches=8, calib_batch_size=64)
@@ -118,13 +138,17 @@ def main() -> None:
 
     results = {"settings": {**vars(args), "space": space.to_dict(), "data": splits.describe(),
                             "supernet_epochs": epochs, "torch": torch.__version__},
+               "ranked": [space.format(a) for a in ranked],
                "standalone": [], "seed_noise": [], "runs": []}
     t0 = time.time()
-    if args.standalone_from:
+    if args.no_standalone:
+        pass
+    elif args.standalone_from:
         reuse_standalone(results, Path(args.standalone_from), [space.format(a) for a in ranked])
     else:
         train_standalone(results, space, ranked, splits, args, t0)
     actual = [r["val_top1"] for r in results["standalone"]]
+    (out / "results.json").write_text(json.dumps(results, indent=1))
 
     for seed in args.seeds:
         for name in args.variants:
@@ -150,17 +174,60 @@ def main() -> None:
                    "final_loss": float(np.mean([v for _, v in curve[-3:]])),
                    "sampled_top1": spread, "sampled_mean": float(np.mean(spread)),
                    "sampled_std": float(np.std(spread)), "ranked_predicted": predicted,
-                   **rank_correlation(predicted, [actual[i] for i in keep])}
+                   "ranked_kept": keep}
+            if actual:
+                run |= judge(predicted, [actual[i] for i in keep], args.close / 100)
             results["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items()
                               if k not in ("loss_curve", "sampled_top1", "ranked_predicted")}
                              | {"elapsed_s": round(time.time() - t0)}), flush=True)
             (out / "results.json").write_text(json.dumps(results, indent=1))
+    if not args.seeds or not actual:
+        return
     summary = summarize(results)
     results["summary"] = summary
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps({"summary": summary}, indent=1))
     plot(results, out)
+
+
+def judge(predicted: list[float], actual: list[float], close: float) -> dict:
+    """Kendall tau over every ranked arch and over the close ones, and how far the
+    supernet's scores of those archs fall short of their stand-alone ones."""
+    best = max(actual)
+    near = [i for i, a in enumerate(actual) if a >= best - close]
+    out = {**rank_correlation(predicted, actual),
+           "vs_standalone": float(np.mean(predicted) / np.mean(actual)), "close_n": len(near)}
+    if len(near) >= 3:
+        corr = rank_correlation([predicted[i] for i in near], [actual[i] for i in near])
+        out |= {"close_tau": corr["kendall_tau"], "close_p": corr["kendall_p"]}
+    return out
+
+
+def report(path: Path, close: float, standalone_from: str | None = None) -> None:
+    """Judge the runs of an earlier results.json again (with another --close, or
+    against stand-alone accuracies another process trained), and plot them."""
+    results = json.loads(path.read_text())
+    if standalone_from:
+        reuse_standalone(results, Path(standalone_from), results["ranked"])
+    actual = [r["val_top1"] for r in results["standalone"]]
+    for run in results["runs"]:
+        keep = run.get("ranked_kept") or (
+            range(len(actual)) if run["n"] == len(actual) else None)
+        if keep is None:  # an older run without a skip choice: its kept archs are not recorded
+            continue
+        run.update(judge(run["ranked_predicted"], [actual[i] for i in keep], close))
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                          for k, v in run.items() if k in REPORTED}))
+    results["summary"] = summarize(results)
+    print(json.dumps({"summary": results["summary"]}, indent=1))
+    if standalone_from:
+        path.write_text(json.dumps(results, indent=1))
+        plot(results, path.parent)
+
+
+REPORTED = ("variant", "seed", "sampled_mean", "kendall_tau", "kendall_p", "close_n",
+            "close_tau", "close_p", "vs_standalone")
 
 
 def summarize(results: dict) -> dict:
@@ -169,8 +236,11 @@ def summarize(results: dict) -> dict:
     for name in dict.fromkeys(r["variant"] for r in results["runs"]):
         runs = [r for r in results["runs"] if r["variant"] == name]
         out[name] = {"seeds": len(runs), "n_ranked": runs[0]["n"]}
-        for key in ("final_loss", "sampled_mean", "sampled_std", "kendall_tau", "kendall_p"):
-            values = [r[key] for r in runs]
+        for key in ("final_loss", "sampled_mean", "sampled_std", "kendall_tau", "kendall_p",
+                    "close_tau", "close_p", "vs_standalone"):
+            values = [r[key] for r in runs if key in r]
+            if not values:
+                continue
             out[name][key] = [float(np.mean(values)), float(np.std(values))]
     return out
 

@@ -310,10 +310,15 @@ class RankingConfig:
     enabled: bool = False
     archs: int = 6  # archs spread over the MAdds range, each trained stand-alone
     epochs: float = 5
+    # tau is also reported over the archs within this many percentage points of the
+    # best stand-alone one: the close archs a user picks among
+    close_points: float = 5
 
     def __post_init__(self):
         _check(self.archs >= 3, "ranking.archs must be >= 3 to correlate rankings")
         _check(self.epochs > 0, "ranking.epochs must be positive")
+        _check(self.close_points > 0, f"ranking.close_points={self.close_points}: must be "
+               "positive (percentage points below the best stand-alone arch)")
 
 
 @dataclass

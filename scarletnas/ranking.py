@@ -38,6 +38,24 @@ def rank_correlation(predicted: Sequence[float], actual: Sequence[float]) -> dic
             "n": len(predicted), "constant": []}
 
 
+def close_rank_correlation(predicted: Sequence[float], actual: Sequence[float],
+                           within: float) -> dict:
+    """The correlation over the archs whose actual accuracy is within ``within``
+    (a fraction: 0.05 is 5 points) of the best one: the archs a user picks among.
+
+    A supernet ranks the whole spread well by telling bad archs from good ones;
+    among close archs its order is what decides the pick. Fewer than 3 close
+    archs: ``n`` says how many, and no correlation is given.
+    """
+    best = max(actual)
+    near = [i for i, a in enumerate(actual) if a >= best - within - 1e-12]
+    out = {"within": within, "n": len(near)}
+    if len(near) >= 3:
+        corr = rank_correlation([predicted[i] for i in near], [actual[i] for i in near])
+        out |= {k: corr[k] for k in ("kendall_tau", "kendall_p", "spearman_rho", "spearman_p")}
+    return out
+
+
 def spread_archs(space: SearchSpace, n: int, rng: np.random.Generator,
                  pool: int = 5000) -> list[Arch]:
     """n distinct archs at evenly spaced MAdds, from the space's cheapest arch to
@@ -65,8 +83,10 @@ def spread_archs(space: SearchSpace, n: int, rng: np.random.Generator,
 
 def ranking_check(space: SearchSpace, evaluator: CandidateEvaluator, splits: Splits,
                   archs: Sequence[Arch], retrain: RetrainConfig,
-                  progress: Callable[[int, dict], None] | None = None) -> dict:
-    """Score each arch with the supernet and train it stand-alone; correlate."""
+                  progress: Callable[[int, dict], None] | None = None,
+                  close_within: float = 0.05) -> dict:
+    """Score each arch with the supernet and train it stand-alone; correlate, over
+    every arch and over the close ones (``close``)."""
     from .train import train_subnet
 
     rows = []
@@ -83,6 +103,7 @@ def ranking_check(space: SearchSpace, evaluator: CandidateEvaluator, splits: Spl
         rows.append(row)
         if progress:
             progress(i, row)
-    corr = rank_correlation([r["supernet_top1"] for r in rows],
-                            [r["standalone_top1"] for r in rows])
-    return {"archs": rows, **corr}
+    predicted = [r["supernet_top1"] for r in rows]
+    actual = [r["standalone_top1"] for r in rows]
+    return {"archs": rows, **rank_correlation(predicted, actual),
+            "close": close_rank_correlation(predicted, actual, close_within)}

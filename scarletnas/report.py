@@ -164,10 +164,22 @@ def ranking_markdown(report: dict, standalone_epochs: float, warning: str = "") 
         f"Kendall tau **{report['kendall_tau']:.3f}** (p={report['kendall_p']:.3g}), "
         f"Spearman rho **{report['spearman_rho']:.3f}** (p={report['spearman_p']:.3g}) "
         f"over {report['n']} archs trained {standalone_epochs:g} epochs stand-alone.", "",
+        close_line(report["close"]), "",
         "| arch | MAdds (M) | supernet top-1 | stand-alone top-1 |", "|---|---|---|---|"]
     lines += [f"| `{r['arch']}` | {r['madds'] / 1e6:.2f} | {100 * r['supernet_top1']:.2f} | "
               f"{100 * r['standalone_top1']:.2f} |" for r in report["archs"]]
     return "\n".join(lines) + "\n"
+
+
+def close_line(close: dict) -> str:
+    """How the supernet orders the archs a user picks among."""
+    points = f"{100 * close['within']:g}"
+    if "kendall_tau" not in close:
+        return (f"Among close archs (within {points} points of the best): {close['n']}, too few "
+                "to correlate; rank more archs (ranking.archs) to see it.")
+    return (f"Among the {close['n']} close archs (within {points} points of the best): Kendall "
+            f"tau **{close['kendall_tau']:.3f}** (p={close['kendall_p']:.3g}), the order that "
+            "decides a pick among them.")
 
 
 def leaderboard_markdown(ranked: list[dict], champion: dict, warning: str = "",

@@ -398,8 +398,12 @@ def ranking_check(cfg: PipelineConfig, dataset: str, supernet_path: str,
     report = check(space, evaluator, splits, archs, retrain,
                    progress=lambda i, row: tracker.metrics(
                        {"ranking/supernet_top1": row["supernet_top1"],
-                        "ranking/standalone_top1": row["standalone_top1"]}, i))
+                        "ranking/standalone_top1": row["standalone_top1"]}, i),
+                   close_within=cfg.ranking.close_points / 100)
     tracker.metrics({f"ranking/{k}": report[k] for k in ("kendall_tau", "spearman_rho")})
+    close = report["close"]
+    tracker.metrics({"ranking/close_archs": close["n"]} | (
+        {"ranking/close_kendall_tau": close["kendall_tau"]} if "kendall_tau" in close else {}))
     tracker.dict(report, "ranking.json")
     significant = report["kendall_tau"] > 0 and report["kendall_p"] < 0.05
     tags = {"ranking_significant": str(significant).lower()}

@@ -8,7 +8,7 @@ from scarletnas.complexity import arch_cost
 from scarletnas.config import EvalConfig
 from scarletnas.data import Batches
 from scarletnas.evaluate import CandidateEvaluator, accuracy, recalibrate_bn
-from scarletnas.ranking import rank_correlation, spread_archs
+from scarletnas.ranking import close_rank_correlation, rank_correlation, spread_archs
 
 
 class FixedLogits(nn.Module):
@@ -86,6 +86,21 @@ def test_rank_correlation_of_constant_scores_is_defined():
     assert flat["kendall_tau"] == 0.0 and flat["spearman_rho"] == 0.0
     assert flat["kendall_p"] == 1.0 and flat["constant"] == ["predicted"]
     assert rank_correlation([1, 2, 3], [4, 5, 6])["constant"] == []
+
+
+def test_close_archs_are_ranked_apart_from_the_spread():
+    """A supernet that only tells the bad archs from the good ones ranks the whole
+    spread well and the close archs (within 5 points of the best) not at all."""
+    actual = [0.60, 0.70, 0.86, 0.87, 0.88, 0.89, 0.90]
+    predicted = [0.10, 0.20, 0.34, 0.33, 0.32, 0.31, 0.30]  # the close ones reversed
+    assert rank_correlation(predicted, actual)["kendall_tau"] > 0
+    close = close_rank_correlation(predicted, actual, within=0.05)
+    assert close["n"] == 5 and close["within"] == 0.05
+    assert close["kendall_tau"] == pytest.approx(-1)
+    # 0.85 is exactly 5 points below 0.90: it counts as close
+    assert close_rank_correlation([1, 2, 3], [0.85, 0.88, 0.90], 0.05)["n"] == 3
+    few = close_rank_correlation(predicted, actual, within=0.015)
+    assert few == {"within": 0.015, "n": 2}
 
 
 def test_spread_archs_cover_the_madds_range(imagenet_space):

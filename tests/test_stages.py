@@ -60,6 +60,9 @@ def test_ranking_check_stage(tiny_run):
     report, markdown = stages.ranking_check(cfg, dataset, supernet, Tracker("", "", ""))
     assert report["n"] == 3 and len(report["archs"]) == 3
     assert markdown.count("| `") == 3 and "# Ranking check" in markdown
+    actual = sorted(r["standalone_top1"] for r in report["archs"])
+    assert report["close"]["n"] == sum(a >= actual[-1] - 0.05 - 1e-12 for a in actual)
+    assert "close archs (within 5 points of the best)" in markdown
     # three archs can never give a significant tau: the report must lead with that
     assert report["kendall_p"] >= 0.05
     assert markdown.startswith("> **WARNING** RANKING NOT SIGNIFICANT")
