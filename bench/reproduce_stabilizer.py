@@ -36,7 +36,7 @@ from scarletnas import SearchSpace
 from scarletnas.config import DataConfig, EvalConfig, OptimConfig, RetrainConfig, SupernetConfig
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import CandidateEvaluator, accuracy
-from scarletnas.ranking import rank_correlation, spread_archs
+from scarletnas.ranking import close_rank_correlation, rank_correlation, spread_archs
 from scarletnas.sampling import random_population
 from scarletnas.train import train_subnet, train_supernet
 
@@ -59,37 +59,85 @@ def standalone(space, arch, splits, args, seed: int = 0) -> float:
 
 
 def train_standalone(results: dict, space, ranked, splits, args, t0: float) -> None:
-    """Train every ranked arch once, and the median one with extra seeds for seed noise."""
+    """Train every ranked arch with --standalone-seeds seeds (its accuracy: their
+    mean), and the median one with seeds up to --noise-seeds for seed noise."""
+    first = args.standalone_first_seed
     for arch in ranked:
-        top1 = standalone(space, arch, splits, args)
-        results["standalone"].append({"arch": space.format(arch), "val_top1": top1})
-        print(json.dumps({"standalone": space.format(arch), "val_top1": top1,
-                          "elapsed_s": round(time.time() - t0)}), flush=True)
+        seeds = list(range(first, first + args.standalone_seeds))
+        top1 = [standalone(space, arch, splits, args, seed) for seed in seeds]
+        row = {"arch": space.format(arch), "val_top1": float(np.mean(top1)),
+               "val_top1_seeds": top1, "seeds": seeds}
+        results["standalone"].append(row)
+        print(json.dumps(row | {"elapsed_s": round(time.time() - t0)}), flush=True)
     actual = [r["val_top1"] for r in results["standalone"]]
     median = ranked[int(np.argsort(actual)[len(actual) // 2])]
-    noise = [actual[ranked.index(median)]] + [standalone(space, median, splits, args, seed)
-                                              for seed in range(1, args.noise_seeds)]
+    noise = results["standalone"][ranked.index(median)]["val_top1_seeds"] + [
+        standalone(space, median, splits, args, seed)
+        for seed in range(first + args.standalone_seeds, first + args.noise_seeds)]
     results["seed_noise"] = {"arch": space.format(median), "val_top1": noise,
                              "std": float(np.std(noise, ddof=1)) if len(noise) > 1 else 0.0,
-                             "spread_std": float(np.std(actual, ddof=1))}
+                             "spread_std": float(np.std(actual, ddof=1)),
+                             "pooled_std": pooled_noise(results["standalone"])}
     print(json.dumps(results["seed_noise"]), flush=True)
 
 
-def reuse_standalone(results: dict, path: Path, ranked: list[str]) -> None:
-    """Copy stand-alone accuracies from an earlier run; refuse if its ranked archs differ."""
-    earlier = json.loads(path.read_text())
-    archs = [r["arch"] for r in earlier["standalone"]]
-    if archs != ranked:
-        raise SystemExit(f"{path} ranked other archs than this run would (different data, space "
-                         "or --ranked); run without --standalone-from to train them")
-    results["standalone"] = earlier["standalone"]
-    results["seed_noise"] = earlier["seed_noise"]
-    results["settings"]["standalone_epochs"] = earlier["settings"]["standalone_epochs"]
+def pooled_noise(rows: list[dict]) -> float | None:
+    """Seed noise over every arch trained with two seeds: std of their difference / sqrt 2."""
+    pairs = np.array([r["val_top1_seeds"][:2] for r in rows
+                      if len(r.get("val_top1_seeds", [])) > 1])
+    if len(pairs) < 2:
+        return None
+    return float(np.std(pairs[:, 0] - pairs[:, 1], ddof=1) / np.sqrt(2))
+
+
+# what makes two runs' stand-alone accuracies comparable (besides the ranked archs)
+STANDALONE_SETTINGS = ("dataset", "input_size", "width", "standalone_epochs", "lr", "batch")
+
+
+def standalone_key(results: dict) -> dict:
+    settings = results["settings"]
+    space = {"shortcut": False} | settings["space"]  # runs before the flag had none
+    return {"space": space} | {k: settings.get(k) for k in STANDALONE_SETTINGS}
+
+
+def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None:
+    """Copy stand-alone accuracies from earlier runs (several: each arch's seeds are
+    pooled); refuse runs of other archs, networks or recipes, and a seed twice."""
+    earlier = [json.loads(Path(p).read_text()) for p in paths]
+    for path, run in zip(paths, earlier, strict=True):
+        if not run["standalone"]:
+            raise SystemExit(f"{path} holds no stand-alone accuracies (it was a --no-standalone "
+                             "run): give the results.json of the run that trained them")
+        if [r["arch"] for r in run["standalone"]] != ranked:
+            raise SystemExit(f"{path} ranked other archs than this run (different data, space "
+                             "or --ranked); run without --standalone-from to train them")
+        if standalone_key(run)["space"] != standalone_key(results)["space"]:
+            raise SystemExit(f"{path} trained another network (space settings, e.g. --shortcut)")
+        if standalone_key(run) != standalone_key(earlier[0]):
+            raise SystemExit(f"{path} trained with another recipe than {paths[0]} "
+                             f"({', '.join(STANDALONE_SETTINGS)}): their seeds do not pool")
+    rows = []
+    for i, arch in enumerate(ranked):
+        top1, seeds = [], []
+        for run in earlier:
+            row = run["standalone"][i]
+            first = run["settings"].get("standalone_first_seed", 0)
+            top1 += row.get("val_top1_seeds", [row["val_top1"]])
+            seeds += row.get("seeds", [first])
+        if len(set(seeds)) < len(seeds):
+            raise SystemExit(f"{arch}: seeds {seeds} repeat across --standalone-from files; "
+                             "give each seed once")
+        rows.append({"arch": arch, "val_top1": float(np.mean(top1)), "val_top1_seeds": top1,
+                     "seeds": seeds})
+    results["standalone"] = rows
+    results["seed_noise"] = dict(earlier[0]["seed_noise"], pooled_std=pooled_noise(rows))
+    results["settings"]["standalone_epochs"] = earlier[0]["settings"]["standalone_epochs"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/reproduction")
+    p.add_argument("--out", help="where results.json and the figures go (default "
+                   "docs/reproduction; with --report: nowhere unless given)")
     p.add_argument("--dataset", default="distorted-digits")
     p.add_argument("--space", default="compact")
     p.add_argument("--steps", type=int, default=600, help="supernet steps per run")
@@ -102,12 +150,18 @@ def main() -> None:
     p.add_argument("--noise-seeds", type=int, default=3,
                    help="seeds the median ranked arch is trained with, for seed noise")
     p.add_argument("--standalone-epochs", type=float, default=5)
-    p.add_argument("--standalone-from",
-                   help="results.json of an earlier run with the same data, space and ranked "
-                        "archs: reuse its stand-alone accuracies instead of retraining them")
+    p.add_argument("--standalone-seeds", type=int, default=1,
+                   help="seeds each ranked arch is trained with; its accuracy is their mean")
+    p.add_argument("--standalone-first-seed", type=int, default=0,
+                   help="the first of those seeds (to add seeds to an earlier run's, merged "
+                        "by giving both to --standalone-from)")
+    p.add_argument("--standalone-from", nargs="+",
+                   help="results.json of earlier runs with the same data, space and ranked "
+                        "archs: reuse their stand-alone accuracies (averaged over the files' "
+                        "seeds) instead of retraining them")
     p.add_argument("--input-size", type=int, default=16)
     p.add_argument("--width", type=float, default=0.5)
-    p.add_argument("--shortcut", type=int, default=1,
+    p.add_argument("--shortcut", type=int, default=1, choices=(0, 1),
                    help="1: projection shortcuts on the width-changing layers (space.shortcut, "
                         "the pipeline's default); 0: the paper's exact network (the compact "
                         "runs recorded before 2026-11-30 were made so)")
@@ -122,9 +176,13 @@ def main() -> None:
                    help="judge an earlier run's results.json again; train nothing")
     args = p.parse_args()
     if args.report:
-        report(Path(args.report), args.close / 100, args.standalone_from)
+        report(Path(args.report), args.close / 100, args.standalone_from,
+               Path(args.out) if args.out else None)
         return
-    out = Path(args.out)
+    if not args.out and (args.no_standalone or not args.seeds):
+        p.error("a run that trains only supernets or only stand-alone archs writes part of a "
+                "result: give it its own --out")
+    out = Path(args.out or "docs/reproduction")
     out.mkdir(parents=True, exist_ok=True)
 
     splits = load_splits(DataConfig(dataset=args.dataset, input_size=args.input_size))
@@ -138,13 +196,13 @@ def main() -> None:
 
     results = {"settings": {**vars(args), "space": space.to_dict(), "data": splits.describe(),
                             "supernet_epochs": epochs, "torch": torch.__version__},
-               "ranked": [space.format(a) for a in ranked],
+               "ranked_archs": [space.format(a) for a in ranked],
                "standalone": [], "seed_noise": [], "runs": []}
     t0 = time.time()
     if args.no_standalone:
         pass
     elif args.standalone_from:
-        reuse_standalone(results, Path(args.standalone_from), [space.format(a) for a in ranked])
+        reuse_standalone(results, args.standalone_from, [space.format(a) for a in ranked])
     else:
         train_standalone(results, space, ranked, splits, args, t0)
     actual = [r["val_top1"] for r in results["standalone"]]
@@ -192,38 +250,46 @@ def main() -> None:
 
 
 def judge(predicted: list[float], actual: list[float], close: float) -> dict:
-    """Kendall tau over every ranked arch and over the close ones, and how far the
-    supernet's scores of those archs fall short of their stand-alone ones."""
-    best = max(actual)
-    near = [i for i, a in enumerate(actual) if a >= best - close]
-    out = {**rank_correlation(predicted, actual),
-           "vs_standalone": float(np.mean(predicted) / np.mean(actual)), "close_n": len(near)}
-    if len(near) >= 3:
-        corr = rank_correlation([predicted[i] for i in near], [actual[i] for i in near])
-        out |= {"close_tau": corr["kendall_tau"], "close_p": corr["kendall_p"]}
+    """Kendall tau over every ranked arch and over the close ones, and the supernet's
+    mean score of those archs as a fraction of their stand-alone mean."""
+    near = close_rank_correlation(predicted, actual, close)
+    out = {**rank_correlation(predicted, actual), "close_n": near["n"],
+           "vs_standalone": float(np.mean(predicted) / np.mean(actual))}
+    if "kendall_tau" in near:
+        out |= {"close_tau": near["kendall_tau"], "close_p": near["kendall_p"]}
     return out
 
 
-def report(path: Path, close: float, standalone_from: str | None = None) -> None:
+def report(path: Path, close: float, standalone_from: list[str] | None = None,
+           out: Path | None = None) -> None:
     """Judge the runs of an earlier results.json again (with another --close, or
-    against stand-alone accuracies another process trained), and plot them."""
+    against stand-alone accuracies another process trained); with ``out``, write
+    the judged results and their figures there."""
     results = json.loads(path.read_text())
+    archs = (results.get("ranked_archs") or results.get("ranked")
+             or [r["arch"] for r in results["standalone"]])
     if standalone_from:
-        reuse_standalone(results, Path(standalone_from), results["ranked"])
+        reuse_standalone(results, standalone_from, archs)
+    if not results["standalone"]:
+        raise SystemExit(f"{path} holds supernet scores only: give the stand-alone accuracies "
+                         "with --standalone-from RESULTS_JSON")
     actual = [r["val_top1"] for r in results["standalone"]]
     for run in results["runs"]:
-        keep = run.get("ranked_kept") or (
-            range(len(actual)) if run["n"] == len(actual) else None)
-        if keep is None:  # an older run without a skip choice: its kept archs are not recorded
-            continue
+        # older files did not record which archs a run without a skip choice ranked
+        skips = VARIANTS[run["variant"]].get("allow_skip", True)
+        keep = run["ranked_kept"] if "ranked_kept" in run else [
+            i for i, arch in enumerate(archs) if skips or "skip" not in arch.split("-")]
+        for key in ("close_tau", "close_p"):
+            run.pop(key, None)
         run.update(judge(run["ranked_predicted"], [actual[i] for i in keep], close))
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                           for k, v in run.items() if k in REPORTED}))
     results["summary"] = summarize(results)
     print(json.dumps({"summary": results["summary"]}, indent=1))
-    if standalone_from:
-        path.write_text(json.dumps(results, indent=1))
-        plot(results, path.parent)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        plot(results, out)
 
 
 REPORTED = ("variant", "seed", "sampled_mean", "kendall_tau", "kendall_p", "close_n",

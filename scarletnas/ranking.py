@@ -52,7 +52,8 @@ def close_rank_correlation(predicted: Sequence[float], actual: Sequence[float],
     out = {"within": within, "n": len(near)}
     if len(near) >= 3:
         corr = rank_correlation([predicted[i] for i in near], [actual[i] for i in near])
-        out |= {k: corr[k] for k in ("kendall_tau", "kendall_p", "spearman_rho", "spearman_p")}
+        out |= {k: corr[k] for k in ("kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
+                                     "constant")}
     return out
 
 

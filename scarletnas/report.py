@@ -177,6 +177,9 @@ def close_line(close: dict) -> str:
     if "kendall_tau" not in close:
         return (f"Among close archs (within {points} points of the best): {close['n']}, too few "
                 "to correlate; rank more archs (ranking.archs) to see it.")
+    if "predicted" in close["constant"]:
+        return (f"Among the {close['n']} close archs (within {points} points of the best): the "
+                "supernet scores them all the same, so it cannot pick among them.")
     return (f"Among the {close['n']} close archs (within {points} points of the best): Kendall "
             f"tau **{close['kendall_tau']:.3f}** (p={close['kendall_p']:.3g}), the order that "
             "decides a pick among them.")

@@ -103,6 +103,19 @@ def test_close_archs_are_ranked_apart_from_the_spread():
     assert few == {"within": 0.015, "n": 2}
 
 
+def test_the_ranking_report_says_how_close_archs_are_ordered():
+    from scarletnas.report import close_line
+
+    actual = [0.60, 0.86, 0.88, 0.90]
+    ranked = close_line(close_rank_correlation([0.1, 0.2, 0.3, 0.4], actual, 0.05))
+    assert ranked.startswith("Among the 3 close archs (within 5 points of the best): Kendall "
+                             "tau **1.000**")
+    few = close_line(close_rank_correlation([0.1, 0.2, 0.3, 0.4], actual, 0.03))
+    assert "2, too few to correlate" in few and "ranking.archs" in few
+    flat = close_line(close_rank_correlation([0.1, 0.3, 0.3, 0.3], actual, 0.05))
+    assert "scores them all the same" in flat
+
+
 def test_spread_archs_cover_the_madds_range(imagenet_space):
     archs = spread_archs(imagenet_space, 12, np.random.default_rng(0))
     madds = [arch_cost(imagenet_space, a).madds for a in archs]
