@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 from scarletnas import SearchSpace
 from scarletnas.config import DataConfig, EvalConfig, OptimConfig, RetrainConfig, SupernetConfig
@@ -75,40 +76,43 @@ def train_standalone(results: dict, space, ranked, splits, args, t0: float) -> N
         standalone(space, median, splits, args, seed)
         for seed in range(first + args.standalone_seeds, first + args.noise_seeds)]
     results["seed_noise"] = {"arch": space.format(median), "val_top1": noise,
-                             "std": float(np.std(noise, ddof=1)) if len(noise) > 1 else 0.0,
-                             "spread_std": float(np.std(actual, ddof=1)),
+                             "std": float(np.std(noise, ddof=1)) if len(noise) > 1 else None,
+                             "spread_std": float(np.std(actual, ddof=1)) if len(actual) > 1
+                             else None,
                              "pooled_std": pooled_noise(results["standalone"])}
     print(json.dumps(results["seed_noise"]), flush=True)
 
 
 def pooled_noise(rows: list[dict]) -> float | None:
-    """Seed noise over every arch trained with two seeds: std of their difference / sqrt 2."""
-    pairs = np.array([r["val_top1_seeds"][:2] for r in rows
-                      if len(r.get("val_top1_seeds", [])) > 1])
-    if len(pairs) < 2:
-        return None
-    return float(np.std(pairs[:, 0] - pairs[:, 1], ddof=1) / np.sqrt(2))
+    """Seed noise over every arch trained with two or more seeds: the square root of
+    their mean within-arch variance."""
+    variances = [np.var(r["val_top1_seeds"], ddof=1) for r in rows
+                 if len(r.get("val_top1_seeds", [])) > 1]
+    return float(np.sqrt(np.mean(variances))) if variances else None
 
 
 # what makes two runs' stand-alone accuracies comparable (besides the ranked archs)
-STANDALONE_SETTINGS = ("dataset", "input_size", "width", "standalone_epochs", "lr", "batch")
+STANDALONE_SETTINGS = ("dataset", "source", "input_size", "width", "standalone_epochs", "lr",
+                       "batch")
 
 
 def standalone_key(results: dict) -> dict:
     settings = results["settings"]
     space = {"shortcut": False} | settings["space"]  # runs before the flag had none
-    return {"space": space} | {k: settings.get(k) for k in STANDALONE_SETTINGS}
+    return {"space": space} | {k: settings.get(k, "" if k == "source" else None)
+                               for k in STANDALONE_SETTINGS}  # runs before --source had none
 
 
 def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None:
-    """Copy stand-alone accuracies from earlier runs (several: each arch's seeds are
-    pooled); refuse runs of other archs, networks or recipes, and a seed twice."""
+    """Copy stand-alone accuracies from earlier runs. Several files pool each arch's
+    seeds, and may each hold part of the archs (--only); every ranked arch must be
+    covered. Refuse other archs, networks or recipes, and a seed twice."""
     earlier = [json.loads(Path(p).read_text()) for p in paths]
     for path, run in zip(paths, earlier, strict=True):
         if not run["standalone"]:
             raise SystemExit(f"{path} holds no stand-alone accuracies (it was a --no-standalone "
                              "run): give the results.json of the run that trained them")
-        if [r["arch"] for r in run["standalone"]] != ranked:
+        if not {r["arch"] for r in run["standalone"]} <= set(ranked):
             raise SystemExit(f"{path} ranked other archs than this run (different data, space "
                              "or --ranked); run without --standalone-from to train them")
         if standalone_key(run)["space"] != standalone_key(results)["space"]:
@@ -120,17 +124,21 @@ def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None
     for i, arch in enumerate(ranked):
         top1, seeds = [], []
         for run in earlier:
-            row = run["standalone"][i]
             first = run["settings"].get("standalone_first_seed", 0)
-            top1 += row.get("val_top1_seeds", [row["val_top1"]])
-            seeds += row.get("seeds", [first])
+            for row in (r for r in run["standalone"] if r["arch"] == arch):
+                top1 += row.get("val_top1_seeds", [row["val_top1"]])
+                seeds += row.get("seeds", [first])
+        if not top1:
+            raise SystemExit(f"{arch} (ranked arch {i}) was trained by none of the "
+                             f"--standalone-from files: train it with --only {i}")
         if len(set(seeds)) < len(seeds):
             raise SystemExit(f"{arch}: seeds {seeds} repeat across --standalone-from files; "
                              "give each seed once")
         rows.append({"arch": arch, "val_top1": float(np.mean(top1)), "val_top1_seeds": top1,
                      "seeds": seeds})
     results["standalone"] = rows
-    results["seed_noise"] = dict(earlier[0]["seed_noise"], pooled_std=pooled_noise(rows))
+    results["seed_noise"] = dict(earlier[0]["seed_noise"] or {}, pooled_std=pooled_noise(rows),
+                                 spread_std=float(np.std([r["val_top1"] for r in rows], ddof=1)))
     results["settings"]["standalone_epochs"] = earlier[0]["settings"]["standalone_epochs"]
 
 
@@ -139,6 +147,8 @@ def main() -> None:
     p.add_argument("--out", help="where results.json and the figures go (default "
                    "docs/reproduction; with --report: nowhere unless given)")
     p.add_argument("--dataset", default="distorted-digits")
+    p.add_argument("--source", default="", help="the image folder of --dataset imagefolder "
+                   "(e.g. one `scarlet-nas make-shapes` wrote)")
     p.add_argument("--space", default="compact")
     p.add_argument("--steps", type=int, default=600, help="supernet steps per run")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
@@ -155,6 +165,9 @@ def main() -> None:
     p.add_argument("--standalone-first-seed", type=int, default=0,
                    help="the first of those seeds (to add seeds to an earlier run's, merged "
                         "by giving both to --standalone-from)")
+    p.add_argument("--only", type=int, nargs="+", metavar="INDEX",
+                   help="train only these of the ranked archs stand-alone (0: the cheapest), "
+                        "for a probe of the stand-alone budget; needs --seeds with no value")
     p.add_argument("--standalone-from", nargs="+",
                    help="results.json of earlier runs with the same data, space and ranked "
                         "archs: reuse their stand-alone accuracies (averaged over the files' "
@@ -179,13 +192,17 @@ def main() -> None:
         report(Path(args.report), args.close / 100, args.standalone_from,
                Path(args.out) if args.out else None)
         return
+    if args.only and args.seeds:
+        p.error("--only trains a subset of the ranked archs stand-alone: give --seeds with "
+                "no value (no supernet can be judged on a subset)")
     if not args.out and (args.no_standalone or not args.seeds):
         p.error("a run that trains only supernets or only stand-alone archs writes part of a "
                 "result: give it its own --out")
     out = Path(args.out or "docs/reproduction")
     out.mkdir(parents=True, exist_ok=True)
 
-    splits = load_splits(DataConfig(dataset=args.dataset, input_size=args.input_size))
+    splits = load_splits(DataConfig(dataset=args.dataset, source=args.source,
+                                     input_size=args.input_size))
     space = SearchSpace.named(args.space, num_classes=splits.num_classes,
                               input_size=args.input_size, width_mult=args.width,
                               shortcut=bool(args.shortcut))
@@ -204,7 +221,8 @@ def main() -> None:
     elif args.standalone_from:
         reuse_standalone(results, args.standalone_from, [space.format(a) for a in ranked])
     else:
-        train_standalone(results, space, ranked, splits, args, t0)
+        train_standalone(results, space, [ranked[i] for i in args.only or range(len(ranked))],
+                         splits, args, t0)
     actual = [r["val_top1"] for r in results["standalone"]]
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
@@ -234,7 +252,7 @@ def main() -> None:
                    "sampled_std": float(np.std(spread)), "ranked_predicted": predicted,
                    "ranked_kept": keep}
             if actual:
-                run |= judge(predicted, [actual[i] for i in keep], args.close / 100)
+                run |= judge(predicted, [actual[i] for i in keep], args.close / 100, keep)
             results["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items()
                               if k not in ("loss_curve", "sampled_top1", "ranked_predicted")}
@@ -249,12 +267,16 @@ def main() -> None:
     plot(results, out)
 
 
-def judge(predicted: list[float], actual: list[float], close: float) -> dict:
-    """Kendall tau over every ranked arch and over the close ones, and the supernet's
-    mean score of those archs as a fraction of their stand-alone mean."""
+def judge(predicted: list[float], actual: list[float], close: float, order: list[int]) -> dict:
+    """Kendall tau over every ranked arch and over the close ones, the supernet's
+    mean score of those archs as a fraction of their stand-alone mean, and how
+    each order follows MAdds (``order``: the archs' places in MAdds order), which
+    shows a supernet that ranks by size where a short stand-alone budget does not."""
     near = close_rank_correlation(predicted, actual, close)
     out = {**rank_correlation(predicted, actual), "close_n": near["n"],
-           "vs_standalone": float(np.mean(predicted) / np.mean(actual))}
+           "vs_standalone": float(np.mean(predicted) / np.mean(actual)),
+           "madds_tau_supernet": float(stats.kendalltau(order, predicted).statistic),
+           "madds_tau_standalone": float(stats.kendalltau(order, actual).statistic)}
     if "kendall_tau" in near:
         out |= {"close_tau": near["kendall_tau"], "close_p": near["kendall_p"]}
     return out
@@ -274,6 +296,8 @@ def report(path: Path, close: float, standalone_from: list[str] | None = None,
         raise SystemExit(f"{path} holds supernet scores only: give the stand-alone accuracies "
                          "with --standalone-from RESULTS_JSON")
     actual = [r["val_top1"] for r in results["standalone"]]
+    print(json.dumps({"standalone": {k: results["seed_noise"].get(k)
+                                     for k in ("spread_std", "std", "pooled_std")}}))
     for run in results["runs"]:
         # older files did not record which archs a run without a skip choice ranked
         skips = VARIANTS[run["variant"]].get("allow_skip", True)
@@ -281,7 +305,7 @@ def report(path: Path, close: float, standalone_from: list[str] | None = None,
             i for i, arch in enumerate(archs) if skips or "skip" not in arch.split("-")]
         for key in ("close_tau", "close_p"):
             run.pop(key, None)
-        run.update(judge(run["ranked_predicted"], [actual[i] for i in keep], close))
+        run.update(judge(run["ranked_predicted"], [actual[i] for i in keep], close, keep))
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                           for k, v in run.items() if k in REPORTED}))
     results["summary"] = summarize(results)
@@ -293,7 +317,8 @@ def report(path: Path, close: float, standalone_from: list[str] | None = None,
 
 
 REPORTED = ("variant", "seed", "sampled_mean", "kendall_tau", "kendall_p", "close_n",
-            "close_tau", "close_p", "vs_standalone")
+            "close_tau", "close_p", "vs_standalone", "madds_tau_supernet",
+            "madds_tau_standalone")
 
 
 def summarize(results: dict) -> dict:
@@ -303,7 +328,8 @@ def summarize(results: dict) -> dict:
         runs = [r for r in results["runs"] if r["variant"] == name]
         out[name] = {"seeds": len(runs), "n_ranked": runs[0]["n"]}
         for key in ("final_loss", "sampled_mean", "sampled_std", "kendall_tau", "kendall_p",
-                    "close_tau", "close_p", "vs_standalone"):
+                    "close_tau", "close_p", "vs_standalone", "madds_tau_supernet",
+                    "madds_tau_standalone"):
             values = [r[key] for r in runs if key in r]
             if not values:
                 continue
