@@ -54,7 +54,8 @@ COLORS = {"stabilizer": "tab:red", "stabilizer-kaiming": "tab:orange", "identity
 def standalone(space, arch, splits, args, seed: int = 0) -> float:
     retrain = RetrainConfig(optim=OptimConfig(epochs=args.standalone_epochs, warmup_epochs=0.5,
                                               batch_size=args.batch, lr=args.lr),
-                            dropout=0.1, eval_every_epochs=1000, log_every=10**6, seed=seed)
+                            dropout=0.1, eval_every_epochs=1000, log_every=10**6, seed=seed,
+                            zero_init_residual=bool(args.standalone_zero_init))
     model, _ = train_subnet(space, arch, splits, retrain)
     return accuracy(model, Batches(splits, "val", 256, train=False))["top1"]
 
@@ -93,14 +94,14 @@ def pooled_noise(rows: list[dict]) -> float | None:
 
 # what makes two runs' stand-alone accuracies comparable (besides the ranked archs)
 STANDALONE_SETTINGS = ("dataset", "source", "input_size", "width", "standalone_epochs", "lr",
-                       "batch")
+                       "batch", "standalone_zero_init")
+OLDER = {"source": "", "standalone_zero_init": 0}  # what runs before these settings did
 
 
 def standalone_key(results: dict) -> dict:
     settings = results["settings"]
     space = {"shortcut": False} | settings["space"]  # runs before the flag had none
-    return {"space": space} | {k: settings.get(k, "" if k == "source" else None)
-                               for k in STANDALONE_SETTINGS}  # runs before --source had none
+    return {"space": space} | {k: settings.get(k, OLDER.get(k)) for k in STANDALONE_SETTINGS}
 
 
 def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None:
@@ -160,6 +161,10 @@ def main() -> None:
     p.add_argument("--noise-seeds", type=int, default=3,
                    help="seeds the median ranked arch is trained with, for seed noise")
     p.add_argument("--standalone-epochs", type=float, default=5)
+    p.add_argument("--standalone-zero-init", type=int, default=1, choices=(0, 1),
+                   help="1: stand-alone archs start every residual block as the identity "
+                        "(retrain.zero_init_residual, the pipeline's default); 0: the released "
+                        "init (the runs recorded before 2026-12-01 were made so)")
     p.add_argument("--standalone-seeds", type=int, default=1,
                    help="seeds each ranked arch is trained with; its accuracy is their mean")
     p.add_argument("--standalone-first-seed", type=int, default=0,
@@ -185,11 +190,11 @@ def main() -> None:
     p.add_argument("--no-standalone", action="store_true",
                    help="train only the supernets (their scores are judged later with --report "
                         "and --standalone-from: two processes can share the work)")
-    p.add_argument("--report", metavar="RESULTS_JSON",
+    p.add_argument("--report", metavar="RESULTS_JSON", nargs="+",
                    help="judge an earlier run's results.json again; train nothing")
     args = p.parse_args()
     if args.report:
-        report(Path(args.report), args.close / 100, args.standalone_from,
+        report([Path(r) for r in args.report], args.close / 100, args.standalone_from,
                Path(args.out) if args.out else None)
         return
     if args.only and args.seeds:
@@ -282,14 +287,26 @@ def judge(predicted: list[float], actual: list[float], close: float, order: list
     return out
 
 
-def report(path: Path, close: float, standalone_from: list[str] | None = None,
+def ranked_of(results: dict) -> list[str]:
+    return (results.get("ranked_archs") or results.get("ranked")
+            or [r["arch"] for r in results["standalone"]])
+
+
+def report(paths: list[Path], close: float, standalone_from: list[str] | None = None,
            out: Path | None = None) -> None:
-    """Judge the runs of an earlier results.json again (with another --close, or
-    against stand-alone accuracies another process trained); with ``out``, write
-    the judged results and their figures there."""
-    results = json.loads(path.read_text())
-    archs = (results.get("ranked_archs") or results.get("ranked")
-             or [r["arch"] for r in results["standalone"]])
+    """Judge the runs of earlier results.json files again (with another --close, or
+    against stand-alone accuracies another process trained); several files of the
+    same ranked archs (supernets trained by several processes) are judged as one.
+    With ``out``, write the judged results and their figures there."""
+    path, results = paths[0], json.loads(paths[0].read_text())
+    archs = ranked_of(results)
+    for other in paths[1:]:
+        more = json.loads(other.read_text())
+        if ranked_of(more) != archs:
+            raise SystemExit(f"{other} ranked other archs than {path}: judge them apart")
+        results["runs"] += more["runs"]
+        results["settings"]["seeds"] = list(dict.fromkeys(
+            results["settings"]["seeds"] + more["settings"]["seeds"]))
     if standalone_from:
         reuse_standalone(results, standalone_from, archs)
     if not results["standalone"]:

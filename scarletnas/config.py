@@ -223,6 +223,9 @@ class RetrainConfig(RunConfig):
     dropout: float = 0.1
     ema_decay: float = 0.0  # 0: off; e.g. 0.9998 on ImageNet
     eval_every_epochs: int = 1  # validation for best-checkpoint selection
+    # every block that adds its input back starts as the identity, so a deep arch
+    # trains in a short budget (docs/reproduction.md, "A harder proxy")
+    zero_init_residual: bool = True
 
     def __post_init__(self):
         super().__post_init__()

@@ -176,7 +176,7 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
         zero_residual_branches(model)
 
 
-def zero_residual_branches(model: nn.Module) -> int:
+def zero_residual_branches(model: nn.Module, projections: bool = True) -> int:
     """Zero the scale of the last BN of every MBConv with a shortcut; returns how many.
 
     Why: under weight sharing every residual choice of a layer adds its own
@@ -186,10 +186,14 @@ def zero_residual_branches(model: nn.Module) -> int:
     chance). Started at zero, each branch is the identity, every path begins
     as the same network and the branches grow only as far as the data asks.
     Goyal et al. (2017) use the same init for large-batch ResNets.
+
+    ``projections=False`` leaves the blocks whose shortcut is a projection (the
+    width-changing ones): a retrained arch of mostly skips would otherwise start
+    as a linear network and learn late, or not at all in a short budget.
     """
     count = 0
     for m in model.modules():
-        if isinstance(m, MBConv) and m.has_shortcut:
+        if isinstance(m, MBConv) and (m.residual or projections and m.has_shortcut):
             nn.init.zeros_(m.project[1].weight)
             count += 1
     return count

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import layout, storage
+from . import layout, ops, storage
 from .checkpoint import Checkpoint, save_weights
 from .config import OptimConfig, RetrainConfig, RunConfig, SupernetConfig, to_dict
 from .data import Batches, Splits
@@ -368,7 +368,10 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     device = resolve_device(cfg.device)
     rank = world()[0]
     torch.manual_seed(cfg.seed)
-    model = _prepare(build_subnet(arch, space=space, dropout=cfg.dropout), device, cfg)
+    net = build_subnet(arch, space=space, dropout=cfg.dropout)
+    if cfg.zero_init_residual:
+        ops.zero_residual_branches(net, projections=False)
+    model = _prepare(net, device, cfg)
     ema = None
     if cfg.ema_decay > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

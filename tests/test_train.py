@@ -135,6 +135,27 @@ def test_retrain_learns_digits_and_keeps_best_and_final(tmp_path, tiny_space, di
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in final["state_dict"].items())
 
 
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_retrain_starts_residual_blocks_as_the_identity_unless_told_not(tiny_space, digits,
+                                                                       zero_init):
+    """retrain.zero_init_residual: the last BN scale of every block that adds its input
+    back starts at zero (after one step at a tiny lr it is still near zero), else at
+    one; blocks with a projection shortcut keep theirs at one either way."""
+    from scarletnas.ops import MBConv
+
+    cfg = RetrainConfig(optim=OptimConfig(epochs=1, warmup_epochs=0, batch_size=64, lr=1e-6),
+                        max_steps=1, zero_init_residual=zero_init)
+    model, _ = train_subnet(tiny_space.with_(shortcut=True), "e3k3-e6k3se-e3k3-e3k5", digits,
+                            cfg)
+    blocks = [m for m in model.modules() if isinstance(m, MBConv)]
+    residual = [m.project[1].weight.abs().max().item() for m in blocks if m.residual]
+    projected = [m.project[1].weight.abs().min().item() for m in blocks
+                 if m.shortcut is not None]
+    assert residual and projected, "the arch needs both kinds of block for this check"
+    assert all(s < 1e-3 for s in residual) if zero_init else all(s > 0.99 for s in residual)
+    assert all(s > 0.99 for s in projected)
+
+
 def test_retrain_resume_with_dropout_and_ema_is_bit_identical(tmp_path, tiny_space, digits):
     cfg = RetrainConfig(optim=OptimConfig(epochs=1, warmup_epochs=0.2, batch_size=64),
                         dropout=0.3, ema_decay=0.9, checkpoint_every=5, log_every=1,
