@@ -85,16 +85,19 @@ def train_standalone(results: dict, space, ranked, splits, args, t0: float) -> N
 
 
 def pooled_noise(rows: list[dict]) -> float | None:
-    """Seed noise over every arch trained with two or more seeds: the square root of
-    their mean within-arch variance."""
-    variances = [np.var(r["val_top1_seeds"], ddof=1) for r in rows
-                 if len(r.get("val_top1_seeds", [])) > 1]
-    return float(np.sqrt(np.mean(variances))) if variances else None
+    """Seed noise over every arch trained with two or more seeds: the pooled
+    within-arch standard deviation (variances weighted by their degrees of freedom)."""
+    seeds = [r["val_top1_seeds"] for r in rows if len(r.get("val_top1_seeds", [])) > 1]
+    if not seeds:
+        return None
+    squares = sum(np.sum((np.array(v) - np.mean(v)) ** 2) for v in seeds)
+    return float(np.sqrt(squares / sum(len(v) - 1 for v in seeds)))
 
 
 # what makes two runs' stand-alone accuracies comparable (besides the ranked archs)
-STANDALONE_SETTINGS = ("dataset", "source", "input_size", "width", "standalone_epochs", "lr",
-                       "batch", "standalone_zero_init")
+SAME_DATA = ("dataset", "source", "input_size", "width", "lr", "batch")
+RECIPE = ("standalone_epochs", "standalone_zero_init")
+STANDALONE_SETTINGS = SAME_DATA + RECIPE
 OLDER = {"source": "", "standalone_zero_init": 0}  # what runs before these settings did
 
 
@@ -118,6 +121,10 @@ def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None
                              "or --ranked); run without --standalone-from to train them")
         if standalone_key(run)["space"] != standalone_key(results)["space"]:
             raise SystemExit(f"{path} trained another network (space settings, e.g. --shortcut)")
+        differ = [k for k in SAME_DATA if standalone_key(run)[k] != standalone_key(results)[k]]
+        if differ:
+            raise SystemExit(f"{path} trained on other data or with another lr or batch "
+                             f"({', '.join(differ)}) than this run")
         if standalone_key(run) != standalone_key(earlier[0]):
             raise SystemExit(f"{path} trained with another recipe than {paths[0]} "
                              f"({', '.join(STANDALONE_SETTINGS)}): their seeds do not pool")
@@ -140,7 +147,8 @@ def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None
     results["standalone"] = rows
     results["seed_noise"] = dict(earlier[0]["seed_noise"] or {}, pooled_std=pooled_noise(rows),
                                  spread_std=float(np.std([r["val_top1"] for r in rows], ddof=1)))
-    results["settings"]["standalone_epochs"] = earlier[0]["settings"]["standalone_epochs"]
+    for key in RECIPE:  # the stand-alone recipe is the reused files', not this run's
+        results["settings"][key] = standalone_key(earlier[0])[key]
 
 
 def main() -> None:
@@ -164,7 +172,7 @@ def main() -> None:
     p.add_argument("--standalone-zero-init", type=int, default=1, choices=(0, 1),
                    help="1: stand-alone archs start every residual block as the identity "
                         "(retrain.zero_init_residual, the pipeline's default); 0: the released "
-                        "init (the runs recorded before 2026-12-01 were made so)")
+                        "init (files without settings.standalone_zero_init were made so)")
     p.add_argument("--standalone-seeds", type=int, default=1,
                    help="seeds each ranked arch is trained with; its accuracy is their mean")
     p.add_argument("--standalone-first-seed", type=int, default=0,
@@ -197,9 +205,13 @@ def main() -> None:
         report([Path(r) for r in args.report], args.close / 100, args.standalone_from,
                Path(args.out) if args.out else None)
         return
-    if args.only and args.seeds:
+    if args.only and (args.seeds or args.standalone_from or args.no_standalone):
         p.error("--only trains a subset of the ranked archs stand-alone: give --seeds with "
-                "no value (no supernet can be judged on a subset)")
+                "no value, and neither --standalone-from nor --no-standalone")
+    if args.only and (len(set(args.only)) < len(args.only)
+                      or not all(0 <= i < args.ranked for i in args.only)):
+        p.error(f"--only takes distinct places among the {args.ranked} ranked archs "
+                f"(0..{args.ranked - 1}); got {args.only}")
     if not args.out and (args.no_standalone or not args.seeds):
         p.error("a run that trains only supernets or only stand-alone archs writes part of a "
                 "result: give it its own --out")
@@ -287,6 +299,10 @@ def judge(predicted: list[float], actual: list[float], close: float, order: list
     return out
 
 
+# what supernet runs of several files must share to be judged as one
+MERGED = ("space", "dataset", "source", "input_size", "width", "steps", "lr", "batch", "sampled")
+
+
 def ranked_of(results: dict) -> list[str]:
     return (results.get("ranked_archs") or results.get("ranked")
             or [r["arch"] for r in results["standalone"]])
@@ -304,6 +320,13 @@ def report(paths: list[Path], close: float, standalone_from: list[str] | None = 
         more = json.loads(other.read_text())
         if ranked_of(more) != archs:
             raise SystemExit(f"{other} ranked other archs than {path}: judge them apart")
+        differ = [k for k in MERGED if more["settings"].get(k) != results["settings"].get(k)]
+        if differ:
+            raise SystemExit(f"{other} trained its supernets otherwise than {path} "
+                             f"({', '.join(differ)}): judge them apart")
+        runs = {(r["variant"], r["seed"]) for r in results["runs"]}
+        if any((r["variant"], r["seed"]) in runs for r in more["runs"]):
+            raise SystemExit(f"{other} repeats a variant and seed of the files before it")
         results["runs"] += more["runs"]
         results["settings"]["seeds"] = list(dict.fromkeys(
             results["settings"]["seeds"] + more["settings"]["seeds"]))

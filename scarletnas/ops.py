@@ -177,7 +177,8 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
 
 
 def zero_residual_branches(model: nn.Module, projections: bool = True) -> int:
-    """Zero the scale of the last BN of every MBConv with a shortcut; returns how many.
+    """Zero the scale of the last BN of every MBConv with a shortcut (with
+    ``projections=False``: only of those that add their input back); returns how many.
 
     Why: under weight sharing every residual choice of a layer adds its own
     unit-variance branch to the stream, so two paths that differ anywhere
