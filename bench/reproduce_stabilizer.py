@@ -112,20 +112,22 @@ def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None
     seeds, and may each hold part of the archs (--only); every ranked arch must be
     covered. Refuse other archs, networks or recipes, and a seed twice."""
     earlier = [json.loads(Path(p).read_text()) for p in paths]
+    mine, first_key = standalone_key(results), standalone_key(earlier[0])
     for path, run in zip(paths, earlier, strict=True):
+        key = standalone_key(run)
         if not run["standalone"]:
             raise SystemExit(f"{path} holds no stand-alone accuracies (it was a --no-standalone "
                              "run): give the results.json of the run that trained them")
         if not {r["arch"] for r in run["standalone"]} <= set(ranked):
             raise SystemExit(f"{path} ranked other archs than this run (different data, space "
                              "or --ranked); run without --standalone-from to train them")
-        if standalone_key(run)["space"] != standalone_key(results)["space"]:
+        if key["space"] != mine["space"]:
             raise SystemExit(f"{path} trained another network (space settings, e.g. --shortcut)")
-        differ = [k for k in SAME_DATA if standalone_key(run)[k] != standalone_key(results)[k]]
+        differ = [k for k in SAME_DATA if key[k] != mine[k]]
         if differ:
             raise SystemExit(f"{path} trained on other data or with another lr or batch "
                              f"({', '.join(differ)}) than this run")
-        if standalone_key(run) != standalone_key(earlier[0]):
+        if key != first_key:
             raise SystemExit(f"{path} trained with another recipe than {paths[0]} "
                              f"({', '.join(STANDALONE_SETTINGS)}): their seeds do not pool")
     rows = []
@@ -148,7 +150,7 @@ def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None
     results["seed_noise"] = dict(earlier[0]["seed_noise"] or {}, pooled_std=pooled_noise(rows),
                                  spread_std=float(np.std([r["val_top1"] for r in rows], ddof=1)))
     for key in RECIPE:  # the stand-alone recipe is the reused files', not this run's
-        results["settings"][key] = standalone_key(earlier[0])[key]
+        results["settings"][key] = first_key[key]
 
 
 def main() -> None:
