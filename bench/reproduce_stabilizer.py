@@ -127,9 +127,10 @@ def reuse_standalone(results: dict, paths: list[str], ranked: list[str]) -> None
         if differ:
             raise SystemExit(f"{path} trained on other data or with another lr or batch "
                              f"({', '.join(differ)}) than this run")
-        if key != first_key:
+        differ = [k for k in RECIPE if key[k] != first_key[k]]  # all else matched `mine`
+        if differ:
             raise SystemExit(f"{path} trained with another recipe than {paths[0]} "
-                             f"({', '.join(STANDALONE_SETTINGS)}): their seeds do not pool")
+                             f"({', '.join(differ)}): their seeds do not pool")
     rows = []
     for i, arch in enumerate(ranked):
         top1, seeds = [], []
@@ -302,7 +303,7 @@ def judge(predicted: list[float], actual: list[float], close: float, order: list
 
 
 # what supernet runs of several files must share to be judged as one
-MERGED = ("space", "dataset", "source", "input_size", "width", "steps", "lr", "batch", "sampled")
+MERGED = ("space", *SAME_DATA, "steps", "sampled")
 
 
 def ranked_of(results: dict) -> list[str]:
