@@ -71,7 +71,7 @@ def run_local(cfg: PipelineConfig, root: str | Path = LOCAL_ROOT, verbose: bool 
     pipeline_root = outputs.pipeline_root
     started = time.time()
     with LocalConsole(outputs.new_logs(), verbose, echo) as console:
-        console.say(f"local run: {cfg.data.dataset} data at {cfg.data.input_size} px, "
+        console.say(f"local run: {cfg.data.dataset} data at {cfg.data.size} px, "
                     f"{cfg.space.preset} space; outputs in {root}")
         if not cfg.tracking.uri:
             cfg.tracking.uri = f"sqlite:///{outputs.mlflow_db}"
@@ -358,7 +358,7 @@ def _local_config(args) -> PipelineConfig:
             median = sorted(folder.sides)[len(folder.sides) // 2] if folder.sides else 0
             print(f"           input size {size} px: the median shorter side of "
                   f"{len(folder.sides)} sampled training images is {median} px, rounded to a "
-                  "multiple of 8 within 16..224 (--set data.input_size=N to choose)")
+                  "multiple of 8 within 8..224 (--set data.input_size=N to choose)")
     preflight.check(cfg)
     return cfg
 

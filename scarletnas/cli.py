@@ -239,11 +239,12 @@ def cmd_config(args) -> int:
 
 
 def cmd_make_shapes(args) -> int:
-    from .synthetic import write_shapes
+    from .synthetic import write_shapes, write_stripes
 
     if Path(args.dir).exists() and any(Path(args.dir).iterdir()):
         raise ValueError(f"{args.dir} is not empty: give a new folder for the generated images")
-    root = write_shapes(args.dir, args.classes, args.size, args.train, args.val, args.seed)
+    write = write_stripes if args.stripes else write_shapes
+    root = write(args.dir, args.classes, args.size, args.train, args.val, args.seed)
     print(f"wrote {args.classes} classes x ({args.train} train + {args.val} val) images of "
           f"{args.size} px to {root}; try it: scarlet-nas run --local --data {root}")
     return 0
@@ -329,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     shapes = sub.add_parser("make-shapes", help="write a generated image folder (shapes, "
                             "2-20 classes, any size) to try the pipeline on")
     shapes.add_argument("dir")
-    shapes.add_argument("--classes", type=int, default=10, help="2..20")
+    shapes.add_argument("--classes", type=int, default=10, help="2..20 (stripes: 2..12)")
+    shapes.add_argument("--stripes", action="store_true",
+                        help="oriented stripes, one class per orientation, instead of shapes: "
+                        "learnable at 8 px")
     shapes.add_argument("--size", type=int, default=32, help="image side in pixels")
     shapes.add_argument("--train", type=int, default=200, help="training images per class")
     shapes.add_argument("--val", type=int, default=60, help="validation images per class")

@@ -84,11 +84,16 @@ def _choice(name: str, value: str) -> None:
     _check(value in options, f"{name}={value!r} is not supported; choose one of {options}")
 
 
+NATIVE_SIZES = {"digits": 8}  # data.input_size=0: the bundled 8x8 digits as they are
+
+
 @dataclass
 class DataConfig:
     dataset: str = "digits"
     source: str = ""  # folder or s3:// prefix (cifar10, imagefolder); unused for digits
-    input_size: int = 16
+    # the side images are resized to; 0: the data's own (``size``): the bundled
+    # digits at their 8 px, other data at 16 (`run --data DIR` fits it to the images)
+    input_size: int = 0
     val_fraction: float = 0.2  # carved from the training set, for search and model selection
     test_fraction: float = 0.2  # digits (and distorted-digits) only: the others ship a test split
     eval_batch_size: int = 256
@@ -109,7 +114,8 @@ class DataConfig:
     def __post_init__(self):
         _choice("data.dataset", self.dataset)
         _choice("data.bad_images", self.bad_images)
-        _check(self.input_size >= 8, f"data.input_size={self.input_size}: use at least 8")
+        _check(self.input_size == 0 or self.input_size >= 8,
+               f"data.input_size={self.input_size}: use at least 8 (or 0: the data's own size)")
         _check(0 < self.val_fraction < 1, "data.val_fraction must be between 0 and 1")
         _check(0 <= self.test_fraction < 1, "data.test_fraction must be in [0, 1)")
         _check(self.val_fraction + self.test_fraction < 0.9,
@@ -119,15 +125,22 @@ class DataConfig:
         _location("data.source", self.source)
         _location("data.shard_root", self.shard_root)
         _check(self.shard_mb > 0, f"data.shard_mb={self.shard_mb}: must be positive")
-        _check(self.shard_image_size == 0 or self.shard_image_size >= self.input_size,
+        _check(self.shard_image_size == 0 or self.shard_image_size >= self.size,
                f"data.shard_image_size={self.shard_image_size}: use 0 (store images as "
-               f"they are) or at least data.input_size={self.input_size}")
+               f"they are) or at least data.input_size={self.size}")
         _check(self.shuffle_shards >= 1, "data.shuffle_shards must be >= 1")
         _check(_scheme(self.cache_dir) == "", f"data.cache_dir={self.cache_dir!r}: use a "
                "local folder (s3:// sources are synced into it)")
         if self.dataset not in ("digits", "distorted-digits"):
             _check(bool(self.source), f"data.source is empty: {self.dataset} needs a folder "
                    "or s3:// prefix holding the dataset")
+
+    @property
+    def size(self) -> int:
+        """The input side in px: ``input_size``, or the data's own where it is 0. The
+        digits keep their 8 px: upscaled they only cost compute (docs/reproduction.md,
+        "16 px images")."""
+        return self.input_size or NATIVE_SIZES.get(self.dataset, 16)
 
 
 @dataclass

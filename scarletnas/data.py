@@ -148,10 +148,10 @@ def tensor_splits(name: str, parts: dict, cfg: DataConfig, num_classes: int,
                   flip: bool) -> Splits:
     """In-memory splits from uint8 (N, C, H, W) arrays, at the input size, normalised
     by the training split's channel statistics."""
-    sets = {p: TensorSet(_resize(torch.from_numpy(np.ascontiguousarray(x)), cfg.input_size),
+    sets = {p: TensorSet(_resize(torch.from_numpy(np.ascontiguousarray(x)), cfg.size),
                          torch.from_numpy(np.asarray(y, np.int64))) for p, (x, y) in parts.items()}
     mean, std = _channel_stats(sets["train"].images)
-    return Splits(sets["train"], sets["val"], sets["test"], num_classes, cfg.input_size, mean,
+    return Splits(sets["train"], sets["val"], sets["test"], num_classes, cfg.size, mean,
                   std, flip, name)
 
 
@@ -217,7 +217,7 @@ def load_distorted_digits(cfg: DataConfig) -> Splits:
 
     train, val, test = hard(base.train, 1), hard(base.val, 2), hard(base.test, 3)
     mean, std = _channel_stats(train.images)
-    return Splits(train, val, test, 10, cfg.input_size, mean, std, False, "distorted-digits")
+    return Splits(train, val, test, 10, cfg.size, mean, std, False, "distorted-digits")
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -27,7 +27,7 @@ def build_space(cfg: PipelineConfig, splits: Splits) -> SearchSpace:
 
 def space_for(cfg: PipelineConfig, num_classes: int) -> SearchSpace:
     return SearchSpace.named(cfg.space.preset, num_classes=num_classes,
-                             input_size=cfg.data.input_size, width_mult=cfg.space.width_mult,
+                             input_size=cfg.data.size, width_mult=cfg.space.width_mult,
                              allow_skip=cfg.space.allow_skip, shortcut=cfg.space.shortcut)
 
 

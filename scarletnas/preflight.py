@@ -57,7 +57,7 @@ def check(cfg: PipelineConfig) -> None:
         check_budget(space, limits.get("madds"), limits.get("params"))
     except ValueError as err:
         raise ConfigError(f"search: {err} (space {cfg.space.preset}, width "
-                          f"{cfg.space.width_mult}, {cfg.data.input_size}px)") from None
+                          f"{cfg.space.width_mult}, {cfg.data.size}px)") from None
 
 
 def check_cluster(cfg: PipelineConfig) -> None:
@@ -289,11 +289,12 @@ def _spread(groups: list[list], n: int) -> list:
     return out
 
 
-def input_size_for(folder: ImageFolder, low: int = 16, high: int = 224) -> int:
+def input_size_for(folder: ImageFolder, low: int = 8, high: int = 224) -> int:
     """An input size for the folder's images: the median shorter side of the sampled
-    training images, rounded to a multiple of 8, within [low, high]."""
+    training images, rounded to a multiple of 8, within [low, high] (no sample: 16,
+    the size of ``DataConfig``'s default for folders)."""
     if not folder.sides:
-        return low
+        return 16
     sides = sorted(folder.sides)
     median = sides[len(sides) // 2]
     return int(min(high, max(low, 8 * round(median / 8))))

@@ -280,7 +280,7 @@ def open_index(uri: str, cfg: DataConfig) -> Splits:
         return tensor_splits("cifar10", {p: _decoded(part) for p, part in parts.items()}, cfg,
                              len(meta["classes"]), flip=True)
     return Splits(parts["train"], parts["val"], parts["test"], len(meta["classes"]),
-                  cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, True, "imagefolder")
+                  cfg.size, IMAGENET_MEAN, IMAGENET_STD, True, "imagefolder")
 
 
 def _decoded(part: ShardSet) -> tuple[np.ndarray, np.ndarray]:

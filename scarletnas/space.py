@@ -97,6 +97,7 @@ IMAGENET_CHANNELS = (32, 32, 40, 40, 40, 40, 80, 80, 80, 80,
                      96, 96, 96, 96, 192, 192, 192, 192, 320)
 IMAGENET_STRIDES = (2, 1, 2, 1, 1, 1, 2, 1, 1, 1,
                     1, 1, 1, 1, 2, 1, 1, 1, 1)
+STEM_HALVES_FROM = 24  # the compact space's stem is stride 2 only from this input side
 
 
 @dataclass(frozen=True)
@@ -181,14 +182,17 @@ class SearchSpace:
                 **overrides) -> SearchSpace:
         """8 layers in two stages for 8-32 px inputs: the local default.
 
-        Stride-2 stem, four layers, a stride-2 transition, three more; every
-        layer but the transition may skip. Why not ``small``'s 19 layers
-        locally: with shortcuts they learn too (docs/reproduction.md), but at
-        16 px their archs cost 3-6x the MAdds (3.7-23.5M against 0.6-8.8M),
-        more than the minutes a laptop run has.
+        Stem, four layers, a stride-2 transition, three more; every layer but
+        the transition may skip. The stem halves the input only from
+        ``STEM_HALVES_FROM`` px: below that its layers would see 8 px and then
+        4 px maps, where a subnet on 16 px shapes scored 56.1% against 80.6%
+        with a stride-1 stem (docs/reproduction.md, "16 px images"). Why not ``small``'s 19 layers
+        locally: with shortcuts they learn too, but their archs cost 3-6x the
+        MAdds, more than the minutes a laptop run has.
         """
+        stem_stride = 2 if input_size >= STEM_HALVES_FROM else 1
         kw = dict(num_classes=num_classes, input_size=input_size, width_mult=width_mult,
-                  stem_channels=64, stem_stride=2, separable_channels=64,
+                  stem_channels=64, stem_stride=stem_stride, separable_channels=64,
                   layer_channels=(64,) * 4 + (96,) * 4, layer_strides=(1,) * 4 + (2,) + (1,) * 3,
                   head_channels=256)
         kw.update(overrides)

@@ -64,6 +64,15 @@ def digits():
     return load_splits(DataConfig(dataset="digits", input_size=16))
 
 
+@pytest.fixture(scope="session")
+def digits8():
+    """The digits at their own 8 px: the pipeline's default for them."""
+    from scarletnas.config import DataConfig
+    from scarletnas.data import load_splits
+
+    return load_splits(DataConfig(dataset="digits"))
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A real S3 server (SeaweedFS) and MLflow server on 127.0.0.1, one per test module."""

@@ -77,7 +77,8 @@ def test_a_space_too_deep_for_its_input_is_refused_naming_the_smallest_that_work
     from scarletnas.preflight import check_geometry, smallest_input
     from scarletnas.space import SearchSpace
 
-    for preset, need in (("imagenet", 32), ("small", 4), ("compact", 4)):
+    # compact: one stride-2 layer; below 24 px its stem keeps the input's side
+    for preset, need in (("imagenet", 32), ("small", 4), ("compact", 2)):
         space = SearchSpace.named(preset, num_classes=2, input_size=need)
         assert smallest_input(space) == need
         check_geometry(space, preset)
@@ -108,5 +109,6 @@ def test_the_input_size_of_ones_own_images_is_their_median_shorter_side():
         return input_size_for(ImageFolder("x", {"a": 5, "b": 5}, 2, list(sides)))
 
     assert size(61, 30, 500) == 64  # the median, to a multiple of 8
-    assert size(10, 12, 9) == 16 and size(900, 1200, 3000) == 224  # within 16..224
+    assert size(14, 20, 18) == 16 and size(10, 12, 9) == 8  # small images stay small
+    assert size(5, 6, 4) == 8 and size(900, 1200, 3000) == 224  # within 8..224
     assert size() == 16

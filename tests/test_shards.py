@@ -253,7 +253,7 @@ def test_supernet_trains_from_s3_shards_and_resumes_exactly_after_sigkill(s3_env
     root = write_colour_folder(tmp_path / "imgs", per_class=64, val=8)
     prefix = f"s3://{BUCKET}/datasets/colours-train"
     upload(root, prefix)
-    settings = {"data.input_size": 16, "data.shard_mb": 0.03, "data.workers": 2,
+    settings = {"data.input_size": 8, "data.shard_mb": 0.03, "data.workers": 2,
                 "data.shard_root": f"s3://{BUCKET}/shards-train",
                 "data.cache_dir": str(tmp_path / "cache"), "supernet.checkpoint_every": 5,
                 "supernet.check_paths": 8, "supernet.log_every": 5, "eval.calib_batch_size": 32}

@@ -34,6 +34,20 @@ def test_small_space_keeps_the_papers_skip_layers(small_space):
     assert small_space.final_size == 4  # 16 -> 8 -> 4
 
 
+def test_compact_stem_halves_the_input_only_from_24_px():
+    """Below 24 px the compact space's layers keep the input's side until its
+    transition (16 px images: 16 then 8 px maps, not 8 then 4); from 24 px the
+    stem halves it. A stride given explicitly wins."""
+    def sides(size, **kw):
+        return [layer.in_size for layer in SearchSpace.compact(input_size=size, **kw).layers]
+
+    assert sides(8) == [8] * 5 + [4] * 3
+    assert sides(16) == [16] * 5 + [8] * 3
+    assert sides(24) == [12] * 5 + [6] * 3
+    assert sides(32) == [16] * 5 + [8] * 3
+    assert sides(16, stem_stride=2) == [8] * 5 + [4] * 3
+
+
 def test_width_multiplier_scales_channels_to_multiples_of_8():
     s = SearchSpace.imagenet(width_mult=0.5)
     assert all(layer.out_channels % 8 == 0 for layer in s.layers)

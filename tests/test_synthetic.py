@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from scarletnas.cli import main
-from scarletnas.synthetic import SHAPES, classes, write_shapes
+from scarletnas.synthetic import SHAPES, classes, stripe_classes, write_shapes, write_stripes
 
 
 def _digest(root):
@@ -46,6 +46,30 @@ def test_classes_differ_in_shape_not_in_colour(tmp_path):
     assert np.ptp(np.stack(means), axis=0).max() < 20
 
 
+def test_stripes_are_deterministic_and_one_orientation_per_class(tmp_path):
+    """Each class's stripes run at its own angle: the dominant gradient direction
+    of a class's images (its structure tensor) points across its stripes, to within
+    the 4 degrees of jitter plus what 8 px quantise."""
+    a = write_stripes(tmp_path / "a", 6, 8, 30, 2, seed=1)
+    assert _digest(a) == _digest(write_stripes(tmp_path / "b", 6, 8, 30, 2, seed=1)) \
+        != _digest(write_stripes(tmp_path / "c", 6, 8, 30, 2, seed=2))
+    names = stripe_classes(6)
+    assert names == ["stripes-000", "stripes-030", "stripes-060", "stripes-090",
+                     "stripes-120", "stripes-150"]
+    assert sorted(p.name for p in (a / "train").iterdir()) == names
+    for k, name in enumerate(names):
+        tensor = np.zeros((2, 2))  # the structure tensor of the class's images
+        for path in (a / "train" / name).glob("*.jpg"):
+            grey = np.asarray(Image.open(path), dtype=float).mean(2)
+            gy, gx = np.gradient(grey)
+            tensor += [[(gx * gx).sum(), (gx * gy).sum()], [(gx * gy).sum(), (gy * gy).sum()]]
+        _, vectors = np.linalg.eigh(tensor)
+        across = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1])) % 180
+        assert min(abs(across - 30 * k), 180 - abs(across - 30 * k)) < 12, (name, across)
+    with pytest.raises(ValueError, match="2..12 classes"):
+        stripe_classes(13)
+
+
 def test_make_shapes_command_and_its_refusals(tmp_path, capsys):
     assert main(["make-shapes", str(tmp_path / "d"), "--classes", "3", "--size", "16",
                  "--train", "2", "--val", "1"]) == 0
@@ -57,3 +81,6 @@ def test_make_shapes_command_and_its_refusals(tmp_path, capsys):
     assert "2..20" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least 8 px"):
         write_shapes(tmp_path / "f", 2, 4, 1, 1)
+    assert main(["make-shapes", str(tmp_path / "g"), "--stripes", "--classes", "4", "--size",
+                 "8", "--train", "2", "--val", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "g" / "train").iterdir()) == stripe_classes(4)
