@@ -4,7 +4,8 @@ accuracy of each method's picks.
 Both searches use the same trained supernet as evaluator, the same budgets and
 selection rule (top_k picks spread over the front) and the same number of
 evaluations; the picks of each are then retrained from scratch with the
-pipeline's retrain recipe and scored on the test split. Per seed it prints
+pipeline's retrain recipe and scored on the test split at their best
+validation epoch, as the pipeline's evaluate scores them. Per seed it prints
 both methods' picks, and at the end the mean champion (best retrained pick)
 and mean pick accuracy per method, with their seed spread.
 
@@ -24,7 +25,7 @@ from scarletnas.config import load_pipeline_config
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import accuracy, make_scorer
 from scarletnas.search import random_search, run_search
-from scarletnas.train import train_subnet
+from scarletnas.train import retrain_best
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
 
     def test_top1(arch: str) -> float:  # one retrain per arch, shared by seeds and methods
         if arch not in retrained:
-            model, _ = train_subnet(space, arch, splits, cfg.retrain)
+            model = retrain_best(space, arch, splits, cfg.retrain)
             retrained[arch] = accuracy(model, Batches(splits, "test", 256, train=False))["top1"]
         return retrained[arch]
 

@@ -417,3 +417,19 @@ def train_subnet(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig, *
     if out_dir and rank == 0 and not result.stopped_early:
         save_weights(storage.join(out_dir, layout.FINAL), final, {**meta, "steps": result.steps})
     return final, result
+
+
+def retrain_best(space: SearchSpace, arch, splits: Splits, cfg: RetrainConfig) -> Subnet:
+    """The arch retrained as the pipeline hands it to evaluate: at its best validation
+    epoch (best.pt), not its last. On small folders the two can differ by 10 points
+    (docs/benchmarks.md), so a benchmark of what users get scores this one."""
+    import tempfile
+
+    from .checkpoint import load_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_subnet(space, arch, splits, cfg, out_dir=tmp)
+        blob = load_weights(storage.join(tmp, layout.BEST))
+    model = build_subnet(arch, space=space, dropout=cfg.dropout)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()

@@ -7,10 +7,13 @@ import torch.multiprocessing as mp
 
 from scarletnas.checkpoint import load_weights
 from scarletnas.config import OptimConfig, RetrainConfig, SupernetConfig
+from scarletnas.data import Batches
+from scarletnas.evaluate import accuracy
 from scarletnas.train import (
     lr_at,
     make_optimizer,
     param_groups,
+    retrain_best,
     train_subnet,
     train_supernet,
 )
@@ -133,6 +136,10 @@ def test_retrain_learns_digits_and_keeps_best_and_final(tmp_path, tiny_space, di
     assert best["meta"]["val_top1"] == max(accs) and best["meta"]["arch"] == "e3k3-e6k3se-skip-e3k5"
     final = load_weights(str(tmp_path / "final.pt"))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in final["state_dict"].items())
+    # what benchmarks of the pipeline's result score: the best epoch's weights, in eval mode
+    chosen = retrain_best(tiny_space, arch, digits, cfg)
+    assert not chosen.training
+    assert accuracy(chosen, Batches(digits, "val", train=False))["top1"] == max(accs)
 
 
 @pytest.mark.parametrize("zero_init", [True, False])
