@@ -325,18 +325,6 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def _given(args, key: str) -> bool:
-    """Whether the config file or a --set names ``key`` (section.name)."""
-    from scarletnas.config import config_mapping
-
-    if any(item.split("=", 1)[0].strip() == key for item in args.set):
-        return True
-    section, name = key.split(".", 1)
-    data = config_mapping(args.config) if args.config else None
-    return isinstance(data, dict) and isinstance(data.get(section), dict) and \
-        name in data[section]
-
-
 def _local_config(args) -> PipelineConfig:
     """``_config`` for a local run: ``--data DIR`` is short for an image folder at DIR
     with an input size fitted to its images; an image folder on this machine (or
@@ -352,7 +340,7 @@ def _local_config(args) -> PipelineConfig:
     if cfg.data.dataset == "imagefolder" and (args.data or not storage.is_s3(cfg.data.source)):
         folder = preflight.check_image_folder(cfg)
         print(f"data:      {folder.describe()}")
-        if args.data and not _given(args, "data.input_size"):
+        if args.data and cfg.data.input_size == 0:  # not set (or set to 0: the data's own)
             size = preflight.input_size_for(folder)
             cfg = load_pipeline_config(args.config, [*overrides, f"data.input_size={size}"])
             median = sorted(folder.sides)[len(folder.sides) // 2] if folder.sides else 0

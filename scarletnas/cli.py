@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one setting, e.g. --set search.generations=10")
     config.set_defaults(func=cmd_config)
 
-    shapes = sub.add_parser("make-shapes", help="write a generated image folder (shapes, "
-                            "2-20 classes, any size) to try the pipeline on")
+    shapes = sub.add_parser("make-shapes", help="write a generated image folder (shapes in "
+                            "2-20 classes, or stripes in 2-12, any size) to try the pipeline on")
     shapes.add_argument("dir")
     shapes.add_argument("--classes", type=int, default=10, help="2..20 (stripes: 2..12)")
     shapes.add_argument("--stripes", action="store_true",

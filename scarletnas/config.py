@@ -84,15 +84,18 @@ def _choice(name: str, value: str) -> None:
     _check(value in options, f"{name}={value!r} is not supported; choose one of {options}")
 
 
-NATIVE_SIZES = {"digits": 8}  # data.input_size=0: the bundled 8x8 digits as they are
+# data.input_size=0 means the data's own side: the bundled 8x8 digits (and the
+# distorted copies made from them) and CIFAR-10's 32x32 as they are; image folders,
+# whose side only their images tell, at DEFAULT_SIZE (`run --data DIR` fits it)
+NATIVE_SIZES = {"digits": 8, "distorted-digits": 8, "cifar10": 32}
+DEFAULT_SIZE = 16
 
 
 @dataclass
 class DataConfig:
     dataset: str = "digits"
     source: str = ""  # folder or s3:// prefix (cifar10, imagefolder); unused for digits
-    # the side images are resized to; 0: the data's own (``size``): the bundled
-    # digits at their 8 px, other data at 16 (`run --data DIR` fits it to the images)
+    # the side images are resized to; 0: the data's own (``size``, NATIVE_SIZES)
     input_size: int = 0
     val_fraction: float = 0.2  # carved from the training set, for search and model selection
     test_fraction: float = 0.2  # digits (and distorted-digits) only: the others ship a test split
@@ -140,7 +143,7 @@ class DataConfig:
         """The input side in px: ``input_size``, or the data's own where it is 0. The
         digits keep their 8 px: upscaled they only cost compute (docs/reproduction.md,
         "16 px images")."""
-        return self.input_size or NATIVE_SIZES.get(self.dataset, 16)
+        return self.input_size or NATIVE_SIZES.get(self.dataset, DEFAULT_SIZE)
 
 
 @dataclass

@@ -291,10 +291,12 @@ def _spread(groups: list[list], n: int) -> list:
 
 def input_size_for(folder: ImageFolder, low: int = 8, high: int = 224) -> int:
     """An input size for the folder's images: the median shorter side of the sampled
-    training images, rounded to a multiple of 8, within [low, high] (no sample: 16,
-    the size of ``DataConfig``'s default for folders)."""
+    training images, rounded to a multiple of 8, within [low, high] (no sample: the
+    default size of folders)."""
+    from .config import DEFAULT_SIZE
+
     if not folder.sides:
-        return 16
+        return DEFAULT_SIZE
     sides = sorted(folder.sides)
     median = sides[len(sides) // 2]
     return int(min(high, max(low, 8 * round(median / 8))))

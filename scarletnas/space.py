@@ -186,9 +186,10 @@ class SearchSpace:
         the transition may skip. The stem halves the input only from
         ``STEM_HALVES_FROM`` px: below that its layers would see 8 px and then
         4 px maps, where a subnet on 16 px shapes scored 56.1% against 80.6%
-        with a stride-1 stem (docs/reproduction.md, "16 px images"). Why not ``small``'s 19 layers
-        locally: with shortcuts they learn too, but their archs cost 3-6x the
-        MAdds, more than the minutes a laptop run has.
+        with a stride-1 stem (docs/reproduction.md, "16 px images"). Why not
+        ``small``'s 19 layers locally: with shortcuts they learn too, but from
+        24 px their archs cost 3-6x the MAdds, and the local recipe (steps,
+        checks, retrain) was measured on these eight layers.
         """
         stem_stride = 2 if input_size >= STEM_HALVES_FROM else 1
         kw = dict(num_classes=num_classes, input_size=input_size, width_mult=width_mult,

@@ -43,7 +43,7 @@ def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> di
 def record_data(cfg: PipelineConfig, manifest: dict, tracker: Tracker) -> None:
     """What prepare_data records: the data on its run, and on the parent run what
     makes runs comparable (the space fingerprint, the data's digest, the dataset)."""
-    tracker.params(to_dict(cfg.data), "data.")
+    tracker.params({**to_dict(cfg.data), "input_size": cfg.data.size}, "data.")
     tracker.metrics({"data/train_images": manifest["train"], "data/val_images": manifest["val"],
                      "data/test_images": manifest["test"],
                      "data/skipped_images": len(manifest["skipped_images"])})
@@ -163,8 +163,9 @@ def warm_start_source(cfg: PipelineConfig, body: str, tracker: Tracker) -> reuse
         found = runs[0]
         if found.record.get("about", {}).get("space_body") != body:
             raise ValueError(f"supernet.warm_start={wanted}: that run's supernet has other "
-                             "layers, widths or choices than this run's space; use latest "
-                             "(the newest of this space) or off")
+                             "layers, strides, widths or choices than this run's space (the "
+                             "compact space's stem changes stride at 24 px input); use "
+                             "latest (the newest of this space) or off")
         if why := _unusable(cfg, found, body):
             raise ValueError(f"supernet.warm_start={wanted}: that run's supernet "
                              f"({found.folder}) cannot be used: {why}; use latest or off")

@@ -145,7 +145,8 @@ def start_mismatch(source: Supernet, body: str, stabilizer: bool) -> str:
     """Why ``source`` cannot warm-start a supernet of the space with ``body``
     fingerprint and that ``stabilizer`` ("" when it can)."""
     if source.space.body_fingerprint != body:
-        return "it was trained for another search space (layers, widths or choices differ)"
+        return ("it was trained for another search space (layers, strides, widths or choices "
+                "differ)")
     if source.stabilizer != stabilizer:
         return f"it was trained with supernet.stabilizer={source.stabilizer}"
     return ""

@@ -135,11 +135,11 @@ def stripe_classes(count: int) -> list[str]:
 
 
 def stripes(angle: float, side: int, rng: np.random.Generator) -> np.ndarray:
-    """One ``side`` x ``side`` RGB uint8 image of stripes at about ``angle`` degrees:
-    the tilt jitters by 4 degrees, the period is 30-55% of the side (at least 2.2 px),
-    the phase, the two colours and the noise are random."""
+    """One ``side`` x ``side`` RGB uint8 image of stripes whose brightness changes
+    along ``angle`` degrees (0: vertical stripes), give or take 4 degrees; the period
+    (30-55% of the side), the phase, the two colours and the noise are random."""
     theta = math.radians(angle + rng.uniform(-4, 4))
-    period = max(2.2, side * rng.uniform(0.3, 0.55))
+    period = side * rng.uniform(0.3, 0.55)
     yy, xx = np.mgrid[0:side, 0:side] + 0.5
     wave = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta))
                               / period + rng.uniform(0, 2 * math.pi))

@@ -60,6 +60,22 @@ def test_one_override_changes_only_the_key_it_names():
         assert changed == expected, override
 
 
+def test_the_default_input_size_is_the_datas_own_and_follows_the_dataset():
+    """data.input_size=0 resolves per dataset, also after an override switches the
+    dataset (the default is never frozen at the digits' 8 px); a size set wins, and
+    what a run logs for comparison is the size used."""
+    from scarletnas.tracking import comparison_params
+
+    sizes = {name: load_pipeline_config(None, [f"data.dataset={name}", "data.source=/d"]).data.size
+             for name in ("digits", "distorted-digits", "cifar10", "imagefolder")}
+    assert sizes == {"digits": 8, "distorted-digits": 8, "cifar10": 32, "imagefolder": 16}
+    assert DataConfig().input_size == 0 and DataConfig().size == 8
+    assert DataConfig(input_size=24).size == 24
+    assert comparison_params(PipelineConfig())["data.input_size"] == 8
+    with pytest.raises(ConfigError, match="use at least 8 \\(or 0: the data's own size\\)"):
+        DataConfig(input_size=4)
+
+
 def test_yaml_file_merges_key_by_key(tmp_path):
     path = tmp_path / "ablation.yaml"
     path.write_text("supernet:\n  stabilizer: false\n  optim:\n    lr: 0.2\nsearch:\n"

@@ -121,6 +121,9 @@ def test_data_short_form_picks_the_folder_and_an_input_size(tmp_path, capsys):
     cfg = _local_config(build_parser().parse_args(
         ["run", "--local", "--data", str(folder), "--set", "data.input_size=24"]))
     assert cfg.data.input_size == 24 and "input size" not in capsys.readouterr().out
+    cfg = _local_config(build_parser().parse_args(  # 0 is the default: the images' own
+        ["run", "--local", "--data", str(folder), "--set", "data.input_size=0"]))
+    assert cfg.data.input_size == 48
 
 
 def test_pareto_front_is_non_empty_and_non_dominated(local_run):

@@ -118,7 +118,7 @@ def test_a_named_run_must_have_stored_a_usable_supernet_of_this_space(tmp_path):
     _store(ck, RUN_ID, space.body_fingerprint, tmp_path / "s.pt")
     found = stages.warm_start_source(cfg, space.body_fingerprint, Tracker("", "", ""))
     assert found.source.startswith(f"run {RUN_ID}")
-    with pytest.raises(ValueError, match="other layers, widths or choices"):
+    with pytest.raises(ValueError, match="other layers, strides, widths or choices"):
         stages.warm_start_source(cfg, "another", Tracker("", "", ""))
     with pytest.raises(ValueError, match="trained with supernet.stabilizer=True"):
         stages.warm_start_source(_cfg(ck, f"supernet.warm_start={RUN_ID}",
