@@ -145,6 +145,11 @@ class DataConfig:
         "16 px images")."""
         return self.input_size or NATIVE_SIZES.get(self.dataset, DEFAULT_SIZE)
 
+    def as_used(self) -> dict:
+        """The settings as a run records them: the input size resolved, so runs
+        compare by the size they used, not by a 0."""
+        return {**dataclasses.asdict(self), "input_size": self.size}
+
 
 @dataclass
 class OptimConfig:

@@ -43,7 +43,7 @@ def prepare_data(cfg: PipelineConfig, dataset_path: str, tracker: Tracker) -> di
 def record_data(cfg: PipelineConfig, manifest: dict, tracker: Tracker) -> None:
     """What prepare_data records: the data on its run, and on the parent run what
     makes runs comparable (the space fingerprint, the data's digest, the dataset)."""
-    tracker.params({**to_dict(cfg.data), "input_size": cfg.data.size}, "data.")
+    tracker.params(cfg.data.as_used(), "data.")
     tracker.metrics({"data/train_images": manifest["train"], "data/val_images": manifest["val"],
                      "data/test_images": manifest["test"],
                      "data/skipped_images": len(manifest["skipped_images"])})

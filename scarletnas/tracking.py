@@ -376,11 +376,11 @@ KFP_OWNED_TAG = "scarletnas.parent_owner"  # "kfp": KFP's MLflow integration ope
 def comparison_params(cfg) -> dict:
     """The settings two pipeline runs are compared by, flat (``supernet.optim.lr``):
     every section that changes results; not where things run or are tracked. The
-    input size is the one used (``data.input_size=0`` means the data's own)."""
+    data as used (``DataConfig.as_used``: the input size resolved)."""
     from .config import to_dict
 
-    flat = _flatten({k: v for k, v in to_dict(cfg).items() if k in COMPARED_SECTIONS})
-    return {**flat, "data.input_size": cfg.data.size}
+    sections = {k: v for k, v in to_dict(cfg).items() if k in COMPARED_SECTIONS}
+    return _flatten({**sections, "data": cfg.data.as_used()})
 
 
 def start_parent_run(cfg, tracking_uri: str, kfp_run_id: str, kfp_run_name: str,
