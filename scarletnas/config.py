@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 CHOICES = {
     "data.dataset": ("data.LOADERS", ("digits", "distorted-digits", "cifar10", "imagefolder")),
     "data.bad_images": ("data.BAD_IMAGE_POLICIES", ("fail", "skip")),
+    "data.flip": ("data.FLIPS", ("auto", "on", "off")),
     "optim.optimizer": ("train.OPTIMIZERS", ("sgd", "rmsprop")),
     "augment": ("data.AUGMENTS", ("none", "basic", "randaugment", "autoaugment")),
     "sampling": ("sampling.SAMPLERS", ("uniform", "fair")),
@@ -54,7 +55,7 @@ QUALIFIED_NAME = re.compile(rf"({_DNS}/)?{_NAME}")
 EXTENDED_RESOURCE = re.compile(rf"{_DNS}/{_NAME}")
 LABEL_VALUE = re.compile(rf"({_NAME})?")
 MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
-OFF_WORDS = ("supernet.warm_start",)  # string settings whose value may be the word off
+OFF_WORDS = ("supernet.warm_start", "data.flip")  # string settings whose value may be the word off
 QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # URI schemes MLflow can track to; an empty URI means a local sqlite store
@@ -104,6 +105,9 @@ class DataConfig:
     gpu_decode: bool = False  # imagefolder: decode JPEGs batched on the training device
     cache_dir: str = ""  # where s3:// sources and shards are cached; default: a temp folder
     bad_images: str = "fail"  # image folders: fail on an image that does not decode, or skip
+    # horizontal flips in training: auto follows the data (none for digits, whose
+    # mirror images are other symbols); off where a mirror image is another class
+    flip: str = "auto"
     # image folders are prepared once into shards (WebDataset tars + an index) that
     # every step streams: where they go (default: <checkpoint_root>/shards when that
     # is in S3, else a local folder), how big each is, the shortest side images are
@@ -117,6 +121,7 @@ class DataConfig:
     def __post_init__(self):
         _choice("data.dataset", self.dataset)
         _choice("data.bad_images", self.bad_images)
+        _choice("data.flip", self.flip)
         _check(self.input_size == 0 or self.input_size >= 8,
                f"data.input_size={self.input_size}: use at least 8 (or 0: the data's own size)")
         _check(0 < self.val_fraction < 1, "data.val_fraction must be between 0 and 1")

@@ -91,14 +91,14 @@ class Splits:
     input_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    flip: bool  # is a horizontal flip label-preserving?
+    flip: bool  # training flips images horizontally: only where a mirror image keeps its class
     name: str = ""
     loading: Loading = field(default_factory=Loading)
 
     def describe(self) -> dict:
         return {"dataset": self.name, "num_classes": self.num_classes,
                 "input_size": self.input_size, "train": len(self.train), "val": len(self.val),
-                "test": len(self.test)}
+                "test": len(self.test), "flip": self.flip}
 
     def digest(self) -> str:
         """A fingerprint of the splits' content: pixels and labels of in-memory sets;
@@ -303,8 +303,15 @@ def load_splits(cfg: DataConfig) -> Splits:
     return with_loading(LOADERS[cfg.dataset](cfg), cfg)
 
 
+# data.flip: "auto" keeps the data's own rule (Splits.flip), on/off overrule it
+FLIPS = {"auto": None, "on": True, "off": False}
+
+
 def with_loading(splits: Splits, cfg: DataConfig) -> Splits:
-    return dataclasses.replace(splits, loading=Loading.of(cfg))
+    """``splits`` read and augmented as ``cfg`` says."""
+    flip = FLIPS[cfg.flip]
+    return dataclasses.replace(splits, loading=Loading.of(cfg),
+                               flip=splits.flip if flip is None else flip)
 
 
 # ---- augmentation ------------------------------------------------------------------

@@ -53,8 +53,9 @@ def _settings(run: RunConfig) -> dict:
 def supernet_parts(cfg: PipelineConfig, manifest: Mapping) -> dict:
     """What decides the trained supernet (and the path check stored with it)."""
     res = cfg.resources
-    return {"data": manifest["digest"], "space": manifest["space_fingerprint"],
-            "supernet": _settings(cfg.supernet), "eval": to_dict(cfg.eval),
+    return {"data": manifest["digest"], "flip": manifest.get("flip"),
+            "space": manifest["space_fingerprint"], "supernet": _settings(cfg.supernet),
+            "eval": to_dict(cfg.eval),
             "check_seed": cfg.search.seed,
             "processes": {"gpus": res.gpus, "processes": res.processes, "nodes": res.nodes},
             "code": code_version()}
@@ -77,7 +78,8 @@ def search_parts(cfg: PipelineConfig, supernet_file: str) -> dict:
 
 def retrain_parts(cfg: PipelineConfig, manifest: Mapping, arch: str) -> dict:
     res = cfg.resources
-    return {"data": manifest["digest"], "space": manifest["space_fingerprint"], "arch": arch,
+    return {"data": manifest["digest"], "flip": manifest.get("flip"),
+            "space": manifest["space_fingerprint"], "arch": arch,
             "retrain": _settings(cfg.retrain),
             "processes": {"gpus": res.gpus, "processes": res.processes,
                           "nodes": res.retrain_nodes},
@@ -187,7 +189,8 @@ def differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, f"{prefix}{k}.")
         elif a != b:
-            name = {"data": "the data", "space": "the search space", "code": "the code"}.get(
+            name = {"data": "the data", "space": "the search space", "code": "the code",
+                    "flip": "data.flip"}.get(
                 k, prefix + k) if not prefix else prefix + k
             shown = f" ({a} -> {b})" if len(f"{a}{b}") <= 40 else ""
             out.append(name + shown)

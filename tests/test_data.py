@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from scarletnas.config import DataConfig
-from scarletnas.data import Batches, DataError, augment_batch, load_splits
+from scarletnas.config import ConfigError, DataConfig, load_pipeline_config
+from scarletnas.data import Batches, DataError, augment_batch, load_splits, with_loading
 
 
 def test_digits_splits(digits):
@@ -76,6 +76,29 @@ def test_augmentation_is_seeded(digits, augment):
     assert a.dtype == torch.uint8 and a.shape == x.shape
     assert torch.equal(a, augment_batch(x, augment, 5, flip=True))
     assert not torch.equal(a, augment_batch(x, augment, 6, flip=True))
+
+
+def test_data_flip_overrules_the_datas_own_rule(digits):
+    """Digits are never flipped unless asked; data.flip=off stops the flips a folder
+    gets (a stripe at 30 degrees, mirrored, is one at 150: another class)."""
+    assert not digits.flip and not with_loading(digits, DataConfig()).flip
+    assert with_loading(digits, DataConfig(flip="on")).flip
+    folder = dataclasses.replace(digits, flip=True)
+    assert with_loading(folder, DataConfig()).flip
+    assert not with_loading(folder, DataConfig(flip="off")).flip
+    x = torch.arange(16 * 3 * 8 * 8, dtype=torch.uint8).reshape(16, 3, 8, 8)
+    on, off = augment_batch(x, "basic", 3, flip=True), augment_batch(x, "basic", 3, flip=False)
+    mirrored = [torch.equal(a, b.flip(-1)) and not torch.equal(a, b)
+                for a, b in zip(on, off, strict=True)]
+    assert all(m or torch.equal(a, b) for m, a, b in zip(mirrored, on, off, strict=True))
+    assert 2 <= sum(mirrored) <= 14  # about half of them, the rest left as they were
+    with pytest.raises(ConfigError, match="data.flip='sideways' is not supported"):
+        DataConfig(flip="sideways")
+
+
+def test_data_flip_reads_on_and_off_from_the_command_line():
+    for raw, want in (("off", "off"), ("false", "off"), ("on", "on"), ("auto", "auto")):
+        assert load_pipeline_config(None, [f"data.flip={raw}"]).data.flip == want
 
 
 # ---- CIFAR-10 python format ------------------------------------------------------------
