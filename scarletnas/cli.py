@@ -244,8 +244,9 @@ def cmd_make_shapes(args) -> int:
     if Path(args.dir).exists() and any(Path(args.dir).iterdir()):
         raise ValueError(f"{args.dir} is not empty: give a new folder for the generated images")
     write = write_stripes if args.stripes else write_shapes
-    root = write(args.dir, args.classes, args.size, args.train, args.val, args.seed)
-    print(f"wrote {args.classes} classes x ({args.train} train + {args.val} val) images of "
+    classes = args.classes if args.classes is not None else 6 if args.stripes else 10
+    root = write(args.dir, classes, args.size, args.train, args.val, args.seed)
+    print(f"wrote {classes} classes x ({args.train} train + {args.val} val) images of "
           f"{args.size} px to {root}; try it: scarlet-nas run --local --data {root}")
     return 0
 
@@ -328,9 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
 
     shapes = sub.add_parser("make-shapes", help="write a generated image folder (shapes in "
-                            "2-20 classes, or stripes in 2-12, any size) to try the pipeline on")
+                            "2-20 classes, or stripes in 2-7, any size) to try the pipeline on")
     shapes.add_argument("dir")
-    shapes.add_argument("--classes", type=int, default=10, help="2..20 (stripes: 2..12)")
+    shapes.add_argument("--classes", type=int,
+                        help="2..20, default 10 (stripes: 2..7, default 6)")
     shapes.add_argument("--stripes", action="store_true",
                         help="oriented stripes, one class per orientation, instead of shapes: "
                         "learnable at 8 px")

@@ -25,8 +25,8 @@ def local_run(tmp_path_factory):
     """The one end-to-end run the tests share, as a user runs it on a folder of their
     own images (`run --local --data DIR`): a generated folder the defaults were not
     tuned on (stripes at 6 orientations, 8 px: 16 px images cost the compact space 4x
-    the compute, more than the suite has). Its root, outputs, what it printed, and
-    its config."""
+    the compute, more than the suite has; a plain CNN scores about 91% on it). Its
+    root, outputs, what it printed, and its config."""
     root = tmp_path_factory.mktemp("local")
     folder = write_stripes(root / "stripes", num_classes=6, side=8, train_per_class=150,
                            val_per_class=40, seed=3)
@@ -44,8 +44,8 @@ def test_a_local_run_prints_one_line_per_step_then_the_results(local_run):
     assert steps[:4] == ["start-run", "prepare-data", "train-supernet", "search"]
     assert sorted(steps[4:8]) == ["evaluate", "evaluate", "retrain", "retrain"]
     assert steps[8:] == ["summarize", "finish-run"]
-    for headline in (r"data: +.*/stripes: 6 classes \(stripes-000, stripes-030, stripes-060, "
-                     r"stripes-090, stripes-120, ...\), 900 training and 240 test images",
+    for headline in (r"data: +.*/stripes: 6 classes \(stripes-000, stripes-018, stripes-036, "
+                     r"stripes-054, stripes-072, ...\), 900 training and 240 test images",
                      r"prepare-data +[\d.]+ s  prepared imagefolder data: 6 classes, 720 train / "
                      r"180 val / 240 test images at 8 px",
                      r"train-supernet .* sampled-path accuracy \d+\.\d% ± \d+\.\d%",
@@ -68,13 +68,14 @@ def test_a_local_run_prints_one_line_per_step_then_the_results(local_run):
 
 def test_the_supernet_learns_on_images_the_defaults_were_not_tuned_on(local_run):
     """Its sampled paths pass the learned check (no warning) and score far above
-    chance (1/6), and at least 60% of what the retrained champion scores."""
+    chance (1/6), and at least 60% of what the retrained champion scores; the
+    champion is near what a plain CNN reaches (about 91%: 78% and 91% measured)."""
     _, out, printed, _ = local_run
     assert "NOT LEARNED" not in printed
     sampled = float(re.search(r"sampled-path accuracy (\d+\.\d)%", printed).group(1)) / 100
     champion = max(json.loads(p.read_text())["test_top1"]
                    for p in Path(out["run_dir"]).rglob("evaluate/summary"))
-    assert sampled >= 0.5 and sampled >= 0.6 * champion, (sampled, champion)
+    assert sampled >= 0.6 and sampled >= 0.6 * champion and champion >= 0.8, (sampled, champion)
 
 
 def test_a_failed_step_ends_the_run_with_its_own_error(tmp_path, capsys):
@@ -118,9 +119,13 @@ def test_data_short_form_picks_the_folder_and_an_input_size(tmp_path, capsys):
     assert f"{folder}: 2 classes (cat, dog), 80 training and 6 test images" in said
     assert "input size 48 px: the median shorter side of 64 sampled training images is 50 px" \
         in said
+    assert "flips on: training mirrors images left to right (--set data.flip=off" in said
     cfg = _local_config(build_parser().parse_args(
-        ["run", "--local", "--data", str(folder), "--set", "data.input_size=24"]))
-    assert cfg.data.input_size == 24 and "input size" not in capsys.readouterr().out
+        ["run", "--local", "--data", str(folder), "--set", "data.input_size=24",
+         "--set", "data.flip=off"]))
+    said = capsys.readouterr().out
+    assert cfg.data.input_size == 24 and cfg.data.flip == "off"
+    assert "input size" not in said and "flips" not in said
     cfg = _local_config(build_parser().parse_args(  # 0 is the default: the images' own
         ["run", "--local", "--data", str(folder), "--set", "data.input_size=0"]))
     assert cfg.data.input_size == 48
