@@ -101,7 +101,7 @@ def shards_pass(index: str, cache: Path, args) -> dict:
                      shuffle_shards=args.shuffle_shards)
     start = time.perf_counter()
     splits = with_loading(shards.open_index(index, cfg), cfg)
-    batches = Batches(splits, "train", args.batch, train=True, augment="none", seed=0)
+    batches = Batches(splits, "train", args.batch, train=True, augment="basic", seed=0)
     return _pass(batches.epoch(0), start)
 
 

@@ -347,7 +347,7 @@ def _local_config(args) -> PipelineConfig:
             print(f"           input size {size} px: the median shorter side of "
                   f"{len(folder.sides)} sampled training images is {median} px, rounded to a "
                   "multiple of 8 within 8..224 (--set data.input_size=N to choose)")
-        if cfg.data.flip == "auto":  # silent harm where a mirror image is another class
+        if cfg.data.flip == "auto" and cfg.data.flips:  # harm that nothing else would show
             print("           flips on: training mirrors images left to right "
                   "(--set data.flip=off where a mirror image is another class)")
     preflight.check(cfg)

@@ -244,8 +244,10 @@ def cmd_make_shapes(args) -> int:
     if Path(args.dir).exists() and any(Path(args.dir).iterdir()):
         raise ValueError(f"{args.dir} is not empty: give a new folder for the generated images")
     write = write_stripes if args.stripes else write_shapes
-    classes = args.classes if args.classes is not None else 6 if args.stripes else 10
-    root = write(args.dir, classes, args.size, args.train, args.val, args.seed)
+    count = {} if args.classes is None else {"num_classes": args.classes}  # else its default
+    root = write(args.dir, side=args.size, train_per_class=args.train,
+                 val_per_class=args.val, seed=args.seed, **count)
+    classes = sum(1 for _ in (root / "train").iterdir())
     print(f"wrote {classes} classes x ({args.train} train + {args.val} val) images of "
           f"{args.size} px to {root}; try it: scarlet-nas run --local --data {root}")
     return 0

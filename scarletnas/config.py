@@ -55,7 +55,8 @@ QUALIFIED_NAME = re.compile(rf"({_DNS}/)?{_NAME}")
 EXTENDED_RESOURCE = re.compile(rf"{_DNS}/{_NAME}")
 LABEL_VALUE = re.compile(rf"({_NAME})?")
 MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
-OFF_WORDS = ("supernet.warm_start", "data.flip")  # string settings whose value may be the word off
+# string settings whose value may be the word on or off (YAML 1.1 reads them as bools)
+ON_OFF_WORDS = ("supernet.warm_start", "data.flip")
 QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # URI schemes MLflow can track to; an empty URI means a local sqlite store
@@ -90,6 +91,9 @@ def _choice(name: str, value: str) -> None:
 # whose side only their images tell, at DEFAULT_SIZE (`run --data DIR` fits it)
 NATIVE_SIZES = {"digits": 8, "distorted-digits": 8, "cifar10": 32}
 DEFAULT_SIZE = 16
+# data.flip=auto: horizontal flips for every data set but these, whose mirror
+# images are other symbols (or none)
+UNFLIPPED = ("digits", "distorted-digits")
 
 
 @dataclass
@@ -105,8 +109,8 @@ class DataConfig:
     gpu_decode: bool = False  # imagefolder: decode JPEGs batched on the training device
     cache_dir: str = ""  # where s3:// sources and shards are cached; default: a temp folder
     bad_images: str = "fail"  # image folders: fail on an image that does not decode, or skip
-    # horizontal flips in training: auto follows the data (none for digits, whose
-    # mirror images are other symbols); off where a mirror image is another class
+    # horizontal flips in training (``flips``): auto follows the data (UNFLIPPED);
+    # off where a mirror image is another class
     flip: str = "auto"
     # image folders are prepared once into shards (WebDataset tars + an index) that
     # every step streams: where they go (default: <checkpoint_root>/shards when that
@@ -150,10 +154,17 @@ class DataConfig:
         "16 px images")."""
         return self.input_size or NATIVE_SIZES.get(self.dataset, DEFAULT_SIZE)
 
+    @property
+    def flips(self) -> bool:
+        """Whether training flips images: ``flip``, or the data's own rule where it
+        is auto."""
+        return {"on": True, "off": False}.get(self.flip, self.dataset not in UNFLIPPED)
+
     def as_used(self) -> dict:
-        """The settings as a run records them: the input size resolved, so runs
-        compare by the size they used, not by a 0."""
-        return {**dataclasses.asdict(self), "input_size": self.size}
+        """The settings as a run records them: the input size and the flips
+        resolved, so runs compare by what they used, not by a 0 or an auto."""
+        return {**dataclasses.asdict(self), "input_size": self.size,
+                "flip": "on" if self.flips else "off"}
 
 
 @dataclass
@@ -708,7 +719,7 @@ def _coerce(tp, value, path: str, current=None):
     if tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, bool) and path in OFF_WORDS:  # YAML 1.1 reads off as false
+        if isinstance(value, bool) and path in ON_OFF_WORDS:
             return "on" if value else "off"
         raise ConfigError(f"{path} must be a string, got {value!r}")
     return value

@@ -98,7 +98,7 @@ class Splits:
     def describe(self) -> dict:
         return {"dataset": self.name, "num_classes": self.num_classes,
                 "input_size": self.input_size, "train": len(self.train), "val": len(self.val),
-                "test": len(self.test), "flip": self.flip}
+                "test": len(self.test), "flip": "on" if self.flip else "off"}
 
     def digest(self) -> str:
         """A fingerprint of the splits' content: pixels and labels of in-memory sets;
@@ -144,21 +144,20 @@ def split_train(train_x, train_y, test_x, test_y, cfg: DataConfig) -> dict:
             "test": (test_x, test_y)}
 
 
-def tensor_splits(name: str, parts: dict, cfg: DataConfig, num_classes: int,
-                  flip: bool) -> Splits:
+def tensor_splits(name: str, parts: dict, cfg: DataConfig, num_classes: int) -> Splits:
     """In-memory splits from uint8 (N, C, H, W) arrays, at the input size, normalised
     by the training split's channel statistics."""
     sets = {p: TensorSet(_resize(torch.from_numpy(np.ascontiguousarray(x)), cfg.size),
                          torch.from_numpy(np.asarray(y, np.int64))) for p, (x, y) in parts.items()}
     mean, std = _channel_stats(sets["train"].images)
     return Splits(sets["train"], sets["val"], sets["test"], num_classes, cfg.size, mean,
-                  std, flip, name)
+                  std, cfg.flips, name)
 
 
-def _tensor_splits(name, train_x, train_y, test_x, test_y, cfg: DataConfig, num_classes,
-                   flip) -> Splits:
+def _tensor_splits(name, train_x, train_y, test_x, test_y, cfg: DataConfig,
+                   num_classes) -> Splits:
     return tensor_splits(name, split_train(train_x, train_y, test_x, test_y, cfg), cfg,
-                         num_classes, flip)
+                         num_classes)
 
 
 def load_digits(cfg: DataConfig) -> Splits:
@@ -170,7 +169,7 @@ def load_digits(cfg: DataConfig) -> Splits:
     labels = d.target.astype(np.int64)
     rest, test = _stratified_split(labels, cfg.test_fraction, cfg.seed + 1)
     return _tensor_splits("digits", images[rest], labels[rest], images[test], labels[test], cfg,
-                          10, flip=False)
+                          10)
 
 
 DISTORTED_COPIES = 4  # distorted versions of every digits image, per split
@@ -217,7 +216,7 @@ def load_distorted_digits(cfg: DataConfig) -> Splits:
 
     train, val, test = hard(base.train, 1), hard(base.val, 2), hard(base.test, 3)
     mean, std = _channel_stats(train.images)
-    return Splits(train, val, test, 10, cfg.size, mean, std, False, "distorted-digits")
+    return Splits(train, val, test, 10, cfg.size, mean, std, cfg.flips, "distorted-digits")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -303,15 +302,13 @@ def load_splits(cfg: DataConfig) -> Splits:
     return with_loading(LOADERS[cfg.dataset](cfg), cfg)
 
 
-# data.flip: "auto" keeps the data's own rule (Splits.flip), on/off overrule it
-FLIPS = {"auto": None, "on": True, "off": False}
+# data.flip (resolved by DataConfig.flips, which every loader reads)
+FLIPS = {"auto": "each data set's rule (config.UNFLIPPED)", "on": "flip",
+         "off": "never flip: a mirror image is another class"}
 
 
 def with_loading(splits: Splits, cfg: DataConfig) -> Splits:
-    """``splits`` read and augmented as ``cfg`` says."""
-    flip = FLIPS[cfg.flip]
-    return dataclasses.replace(splits, loading=Loading.of(cfg),
-                               flip=splits.flip if flip is None else flip)
+    return dataclasses.replace(splits, loading=Loading.of(cfg))
 
 
 # ---- augmentation ------------------------------------------------------------------
@@ -472,7 +469,7 @@ class _JpegDataset:
 
         self.data, self.size, self.train, self.raw = data, size, train, raw
         small = size <= SMALL_IMAGES
-        if train:
+        if train and augment != "none":  # none: as evaluated (BN calibration, users' choice)
             # RandomResizedCrop keeps as little as 8% of an image: right for ImageNet's
             # objects, but at CIFAR scale it crops away what tells the classes apart
             steps = ([v2.Resize(size, antialias=True), v2.CenterCrop(size),

@@ -278,9 +278,9 @@ def open_index(uri: str, cfg: DataConfig) -> Splits:
                          arrays[f"{p}_names"].tobytes(), cache) for p in SPLITS}
     if meta["kind"] == "pixels":  # small enough to hold: decoded once, kept in memory
         return tensor_splits("cifar10", {p: _decoded(part) for p, part in parts.items()}, cfg,
-                             len(meta["classes"]), flip=True)
+                             len(meta["classes"]))
     return Splits(parts["train"], parts["val"], parts["test"], len(meta["classes"]),
-                  cfg.size, IMAGENET_MEAN, IMAGENET_STD, True, "imagefolder")
+                  cfg.size, IMAGENET_MEAN, IMAGENET_STD, cfg.flips, "imagefolder")
 
 
 def _decoded(part: ShardSet) -> tuple[np.ndarray, np.ndarray]:

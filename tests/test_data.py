@@ -7,7 +7,7 @@ import torch
 from torchvision.io import encode_jpeg
 
 from scarletnas.config import ConfigError, DataConfig, load_pipeline_config
-from scarletnas.data import Batches, DataError, augment_batch, load_splits, with_loading
+from scarletnas.data import Batches, DataError, _JpegDataset, augment_batch, load_splits
 
 
 def test_digits_splits(digits):
@@ -78,27 +78,38 @@ def test_augmentation_is_seeded(digits, augment):
     assert not torch.equal(a, augment_batch(x, augment, 6, flip=True))
 
 
-def test_data_flip_overrules_the_datas_own_rule(digits):
+def test_data_flip_overrules_the_datas_own_rule(digits, tmp_path):
     """Digits are never flipped unless asked; data.flip=off stops the flips a folder
-    gets (a stripe at 30 degrees, mirrored, is one at 150: another class)."""
-    assert not digits.flip and not with_loading(digits, DataConfig()).flip
-    assert with_loading(digits, DataConfig(flip="on")).flip
-    folder = dataclasses.replace(digits, flip=True)
-    assert with_loading(folder, DataConfig()).flip
-    assert not with_loading(folder, DataConfig(flip="off")).flip
+    gets (a stripe at 30 degrees, mirrored, is one at 150: another class). Runs
+    record the flips they used."""
+    assert not digits.flip and load_splits(DataConfig(input_size=16, flip="on")).flip
+    folder = write_imagefolder(tmp_path / "imgs")
+    on = load_splits(folder_cfg(folder, tmp_path))
+    off = load_splits(folder_cfg(folder, tmp_path, flip="off"))
+    assert on.flip and not off.flip
+
+    def flips(splits, augment="basic"):
+        steps = _JpegDataset(splits.train, 24, True, augment, splits.flip, raw=False).transform
+        return [type(t).__name__ for t in steps.transforms].count("RandomHorizontalFlip")
+
+    assert (flips(on), flips(off), flips(on, "none")) == (1, 0, 0)
+    assert DataConfig().as_used()["flip"] == "off"
+    assert DataConfig(dataset="imagefolder", source="d").as_used()["flip"] == "on"
     x = torch.arange(16 * 3 * 8 * 8, dtype=torch.uint8).reshape(16, 3, 8, 8)
     on, off = augment_batch(x, "basic", 3, flip=True), augment_batch(x, "basic", 3, flip=False)
     mirrored = [torch.equal(a, b.flip(-1)) and not torch.equal(a, b)
                 for a, b in zip(on, off, strict=True)]
     assert all(m or torch.equal(a, b) for m, a, b in zip(mirrored, on, off, strict=True))
     assert 2 <= sum(mirrored) <= 14  # about half of them, the rest left as they were
-    with pytest.raises(ConfigError, match="data.flip='sideways' is not supported"):
-        DataConfig(flip="sideways")
 
 
 def test_data_flip_reads_on_and_off_from_the_command_line():
-    for raw, want in (("off", "off"), ("false", "off"), ("on", "on"), ("auto", "auto")):
+    for raw, want in (("off", "off"), ("false", "off"), ("on", "on"), ("true", "on"),
+                      ("auto", "auto")):
         assert load_pipeline_config(None, [f"data.flip={raw}"]).data.flip == want
+    with pytest.raises(ConfigError, match=r"data.flip='mirror' is not supported; choose one "
+                       r"of \['auto', 'on', 'off'\]"):
+        load_pipeline_config(None, ["data.flip=mirror"])
 
 
 # ---- CIFAR-10 python format ------------------------------------------------------------
@@ -185,6 +196,11 @@ def test_imagefolder_batches(tmp_path, gpu_decode):
     assert all(torch.equal(a[0], c[0]) for a, c in zip(first[1:], again, strict=True))
     test = list(Batches(splits, "test", 4, train=False))
     assert sum(len(y) for _, y in test) == 6
+    # augment=none: the images as evaluated, neither cropped nor flipped
+    plain = [x for x, _ in Batches(splits, "train", 4, train=True, augment="none", seed=1)]
+    whole = [x for x, _ in Batches(splits, "train", 4, train=False)]
+    assert {bytes(i.numpy().tobytes()) for x in plain for i in x} <= \
+        {bytes(i.numpy().tobytes()) for x in whole for i in x}
 
 
 def test_imagefolder_with_workers_matches_in_process(tmp_path):

@@ -21,7 +21,7 @@ TINY = ["space.width_mult=0.25", "supernet.optim.epochs=0.5", "supernet.optim.wa
         "supernet.extensions=0", "supernet.check_paths=2", "eval.calib_batches=1",
         "search.generations=1", "search.population=4", "search.top_k=1",
         "retrain.optim.epochs=0.5", "retrain.optim.warmup_epochs=0.1", *NO_STEP_FLOOR]
-MANIFEST = {"digest": "d1", "space_fingerprint": "s1", "flip": True}
+MANIFEST = {"digest": "d1", "space_fingerprint": "s1", "flip": "on"}
 
 
 def _cfg(root, *more):
@@ -31,7 +31,7 @@ def _cfg(root, *more):
 @pytest.mark.parametrize("changed,why", [
     ({"manifest": {**MANIFEST, "digest": "d2"}}, "the data (d1 -> d2)"),
     ({"manifest": {**MANIFEST, "space_fingerprint": "s2"}}, "the search space (s1 -> s2)"),
-    ({"manifest": {**MANIFEST, "flip": False}}, "data.flip (True -> False)"),
+    ({"manifest": {**MANIFEST, "flip": "off"}}, "data.flip (on -> off)"),
     ({"set": ["supernet.optim.lr=0.05"]}, "supernet.optim.lr (0.1 -> 0.05)"),
     ({"set": ["resources.processes=4"]}, "processes.processes (0 -> 4)"),
     ({"code": "other"}, "the code"),

@@ -193,7 +193,7 @@ def test_cifar10_on_s3_is_prepared_once_into_png_shards_of_the_same_pixels(s3_en
     assert meta["kind"] == "pixels" and not meta["reused"] and len(meta["shards"]) >= 3
     assert meta["images"] == {"train": 200, "val": 50, "test": 20}
     from_shards = shards.open_index(index, cfg)
-    direct = tensor_splits("cifar10", read_cifar10(cfg), cfg, 10, flip=True)
+    direct = tensor_splits("cifar10", read_cifar10(cfg), cfg, 10)
     for part in ("train", "val", "test"):  # lossless: exactly the pixels and labels prepared
         a, b = getattr(from_shards, part), getattr(direct, part)
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
