@@ -139,6 +139,13 @@ def test_a_step_refuses_data_or_config_that_differs_from_the_prepared(tiny_run, 
     splits, space = open_prepared(cfg, dataset)
     assert space.fingerprint == manifest["space_fingerprint"]
     assert len(splits.val) == manifest["val"] == 288
+    older = tmp_path / "older.json"  # written before manifests said which flips
+    older.write_text(json.dumps({k: v for k, v in manifest.items() if k != "flip"}))
+    assert manifest["flip"] == "off" and len(open_prepared(cfg, str(older))[0].val) == 288
+    flipped = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, flip="on"))
+    with pytest.raises(DataError, match=r"data settings differ from prepare_data's in "
+                                        r"\['flip'\]"):
+        open_prepared(flipped, dataset)
     shrunk = tmp_path / "shrunk.json"
     shrunk.write_text(json.dumps({**manifest, "train": manifest["train"] - 1}))
     with pytest.raises(DataError, match="the data changed since prepare_data described it"):
