@@ -376,7 +376,7 @@ KFP_OWNED_TAG = "scarletnas.parent_owner"  # "kfp": KFP's MLflow integration ope
 def comparison_params(cfg) -> dict:
     """The settings two pipeline runs are compared by, flat (``supernet.optim.lr``):
     every section that changes results; not where things run or are tracked. The
-    data as used (``DataConfig.as_used``: the input size resolved)."""
+    data as used (``DataConfig.as_used``: the input size and the flips resolved)."""
     from .config import to_dict
 
     sections = {k: v for k, v in to_dict(cfg).items() if k in COMPARED_SECTIONS}
