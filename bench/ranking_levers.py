@@ -28,6 +28,7 @@ import copy
 import itertools
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -68,7 +69,7 @@ def train_more(net, splits, steps: int, seed: int, group_of=None, group: int = 0
 
     def paths(step: int) -> list:
         rng = np.random.default_rng((seed, step))
-        while True:  # rejection: every group holds a good share of the space
+        while True:  # rejection: the rarest group (4+ skips) keeps 1 draw in ~900
             arch = tuple(int(g) for g in rng.integers(0, highs))
             if group_of is None or group_of(arch) == group:
                 return [arch]
@@ -81,6 +82,7 @@ def judge(scores: list[float], truth: list[float]) -> dict:
     near = close_rank_correlation(scores, truth, 0.05)
     return {"tau": rank_correlation(scores, truth)["kendall_tau"], "close_n": near["n"],
             "close_tau": near["kendall_tau"], "close_p": near["kendall_p"],
+            # the truth lists its archs in MAdds order (reproduce_stabilizer's spread_archs)
             "madds_tau": float(stats.kendalltau(range(len(scores)), scores).statistic)}
 
 
@@ -91,15 +93,17 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--steps", type=int, default=600, help="one-shot supernet steps")
     p.add_argument("--extra", type=int, default=300, help="steps after the one-shot run")
-    p.add_argument("--splits", nargs="*", default=["layer0", "skips"])
+    p.add_argument("--splits", nargs="*", default=["layer0", "skips"],
+                   choices=["layer0", "skips"], help="few-shot splits to try")
     p.add_argument("--out", help="also append each row to this JSON-lines file")
     p.add_argument("--summarize", metavar="JSONL", nargs="+",
                    help="summarize the rows of earlier runs (--out files); train nothing")
     args = p.parse_args()
-    truth_run = json.load(open(args.truth))
+    truth_run = json.loads(Path(args.truth).read_text())
     truth = [r["val_top1"] for r in truth_run["standalone"]]
     if args.summarize:
-        summarize([json.loads(line) for path in args.summarize for line in open(path)], truth)
+        summarize([json.loads(line) for path in args.summarize
+                   for line in Path(path).read_text().splitlines()], truth)
         return
     settings = truth_run["settings"]
     space = SearchSpace(**settings["space"])
