@@ -16,6 +16,9 @@ from the same weights:
 Kendall tau against the stand-alone accuracies, over all archs and over those
 within 5 points of the best, one row per seed and variant; at the end the mean
 per variant and the tau of the scores averaged over every seed (an ensemble).
+The summary also says how far the truth itself allows: one stand-alone seed's
+order against another's, and the tau an exact ranker would reach against the
+seeds' mean (``scarletnas.ranking.truth_ceiling``).
 
     python bench/ranking_levers.py --seeds 0 1 --out rows01.jsonl   # and 2 3 beside it
     python bench/ranking_levers.py --summarize rows01.jsonl rows23.jsonl
@@ -37,7 +40,7 @@ from scarletnas import SearchSpace
 from scarletnas.config import DataConfig, EvalConfig, OptimConfig, SupernetConfig
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import CandidateEvaluator
-from scarletnas.ranking import close_rank_correlation, rank_correlation
+from scarletnas.ranking import close_rank_correlation, rank_correlation, truth_ceiling
 from scarletnas.train import fit, train_supernet
 
 
@@ -101,9 +104,10 @@ def main() -> None:
     args = p.parse_args()
     truth_run = json.loads(Path(args.truth).read_text())
     truth = [r["val_top1"] for r in truth_run["standalone"]]
+    seeds = [r.get("val_top1_seeds", [r["val_top1"]]) for r in truth_run["standalone"]]
     if args.summarize:
         summarize([json.loads(line) for path in args.summarize
-                   for line in Path(path).read_text().splitlines()], truth)
+                   for line in Path(path).read_text().splitlines()], truth, seeds)
         return
     settings = truth_run["settings"]
     space = SearchSpace(**settings["space"])
@@ -151,7 +155,7 @@ def main() -> None:
                 children.append(child)
             report(seed, f"few-shot {name} {args.steps}+{k}x{args.extra // k}",
                    lambda a, c=children, g=group_of: c[g(a)])
-    summarize(rows, truth)
+    summarize(rows, truth, seeds)
 
 
 def ensemble_tau(runs: list[dict], n: int, truth: list[float]) -> float:
@@ -161,20 +165,37 @@ def ensemble_tau(runs: list[dict], n: int, truth: list[float]) -> float:
                           ["close_tau"] for chosen in itertools.combinations(runs, n)]))
 
 
-def summarize(rows: list[dict], truth: list[float]) -> None:
-    """Per variant: the close-arch tau of each seed and their mean, and that of
-    ensembles of 2 and of all seeds; the mean tau over all archs."""
-    print("| variant | seeds | close tau per seed | mean | ensembles of 2 | of all "
-          "| tau, all archs (mean) |")
-    print("|---|---|---|---|---|---|---|")
+def against_one_seed(scores: list[float], truth: list[float], seeds: list[list[float]]) -> float:
+    """Mean close-arch tau of the scores against each stand-alone seed alone (the
+    close archs chosen by the seeds' mean): comparable with one seed against another."""
+    near = [i for i, t in enumerate(truth) if t >= max(truth) - 0.05 - 1e-12]
+    return float(np.mean([stats.kendalltau([scores[i] for i in near],
+                                           [seeds[i][j] for i in near]).statistic
+                          for j in range(len(seeds[0]))]))
+
+
+def summarize(rows: list[dict], truth: list[float], seeds: list[list[float]]) -> None:
+    """Per variant: the close-arch tau of each seed and their mean, against one
+    stand-alone seed, and that of ensembles of 2 and of all seeds; the mean tau
+    over all archs. Then what the truth itself allows."""
+    print("| variant | seeds | close tau per seed | mean | against one stand-alone seed "
+          "| ensembles of 2 | of all | tau, all archs (mean) |")
+    print("|---|---|---|---|---|---|---|---|")
     for variant in dict.fromkeys(r["variant"] for r in rows):
         runs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
         close = [r["close_tau"] for r in runs]
+        single = np.mean([against_one_seed(r["scores"], truth, seeds) for r in runs])
         pairs = f"{ensemble_tau(runs, 2, truth):+.2f}" if len(runs) > 1 else ""
         print(f"| {variant} | {len(runs)} | {', '.join(f'{t:+.2f}' for t in close)} | "
-              f"{np.mean(close):+.2f} | {pairs} | {ensemble_tau(runs, len(runs), truth):+.2f} | "
+              f"{np.mean(close):+.2f} | {single:+.2f} | {pairs} | "
+              f"{ensemble_tau(runs, len(runs), truth):+.2f} | "
               f"{np.mean([r['tau'] for r in runs]):+.2f} |")
-
+    if min(map(len, seeds)) >= 2:
+        c = truth_ceiling(seeds, 0.05)
+        print(f"The truth over its {c['n']} close archs: one stand-alone seed against another "
+              f"{c['seed_tau']:+.2f}; seed noise {100 * c['seed_noise']:.2f} points against a "
+              f"spread of {100 * c['spread']:.2f}; an exact ranker against the mean of "
+              f"{c['seeds']} seeds: {c['ceiling']:+.2f} (expected).")
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,12 @@ from scarletnas import SearchSpace
 from scarletnas.config import DataConfig, EvalConfig, OptimConfig, RetrainConfig, SupernetConfig
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import CandidateEvaluator, accuracy
-from scarletnas.ranking import close_rank_correlation, rank_correlation, spread_archs
+from scarletnas.ranking import (
+    close_rank_correlation,
+    rank_correlation,
+    spread_archs,
+    truth_ceiling,
+)
 from scarletnas.sampling import random_population
 from scarletnas.train import train_subnet, train_supernet
 
@@ -341,6 +346,11 @@ def report(paths: list[Path], close: float, standalone_from: list[str] | None = 
     actual = [r["val_top1"] for r in results["standalone"]]
     print(json.dumps({"standalone": {k: results["seed_noise"].get(k)
                                      for k in ("spread_std", "std", "pooled_std")}}))
+    seeds = [r.get("val_top1_seeds", []) for r in results["standalone"]]
+    if min(map(len, seeds)) >= 2:  # how far a close tau can go against this truth
+        results["truth_ceiling"] = truth_ceiling(seeds, close)
+        print(json.dumps({"truth_ceiling": {k: round(v, 3) if isinstance(v, float) else v
+                                            for k, v in results["truth_ceiling"].items()}}))
     for run in results["runs"]:
         # older files did not record which archs a run without a skip choice ranked
         skips = VARIANTS[run["variant"]].get("allow_skip", True)

@@ -57,6 +57,36 @@ def close_rank_correlation(predicted: Sequence[float], actual: Sequence[float],
     return out
 
 
+def truth_ceiling(per_seed: Sequence[Sequence[float]], within: float) -> dict:
+    """How far any ranker can agree with a stand-alone truth that is itself the
+    mean of a few noisy retrains, over the archs within ``within`` of the best.
+
+    ``per_seed[i]`` holds arch i's stand-alone accuracy for each of k >= 2 seeds.
+    ``seed_tau``: Kendall tau of one seed's order against another's (mean over
+    seed pairs), what a retrain says about a retrain. ``ceiling``: the expected
+    tau of the archs' true accuracies against their k-seed means, by Greiner's
+    relation tau = 2/pi asin(r) for normal noise, where r is the correlation of
+    the truth with its estimate; a supernet's close tau is judged against it.
+    """
+    runs = np.asarray(per_seed, dtype=float)
+    if runs.ndim != 2 or runs.shape[1] < 2:
+        raise ValueError("need every arch's accuracy for at least 2 seeds")
+    means = runs.mean(1)
+    near = runs[means >= means.max() - within - 1e-12]
+    n, k = near.shape
+    out = {"within": within, "n": n, "seeds": k}
+    if n < 3:
+        return out
+    noise = float(np.sqrt(near.var(1, ddof=1).mean()))  # one retrain's seed noise
+    spread = float(near.mean(1).std(ddof=1))
+    true_var = max(spread**2 - noise**2 / k, 0.0)
+    r = np.sqrt(true_var) / spread if spread > 0 else 0.0
+    pairs = [stats.kendalltau(near[:, i], near[:, j]).statistic
+             for i in range(k) for j in range(i + 1, k)]
+    return out | {"seed_noise": noise, "spread": spread, "seed_tau": float(np.nanmean(pairs)),
+                  "ceiling": float(2 / np.pi * np.arcsin(r))}
+
+
 def spread_archs(space: SearchSpace, n: int, rng: np.random.Generator,
                  pool: int = 5000) -> list[Arch]:
     """n distinct archs at evenly spaced MAdds, from the space's cheapest arch to

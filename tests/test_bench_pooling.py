@@ -87,3 +87,15 @@ def test_report_refuses_supernet_files_of_another_budget_or_a_repeated_run(tmp_p
         bench.report([first, longer], 0.05)
     with pytest.raises(SystemExit, match="repeats a variant and seed"):
         bench.report([first, first], 0.05)
+
+
+def test_report_says_how_far_its_two_seed_truth_lets_a_ranking_go(tmp_path):
+    """The recorded distorted-digits run: 18 close archs, one stand-alone seed
+    orders them against the other at +0.45, and an exact ranker would reach
+    about +0.67 against their mean, the bar a supernet's close tau is read against."""
+    recorded = BENCH.parents[1] / "docs/reproduction/two_seeds/steps1500/results.json"
+    bench.report([recorded], 0.05, out=tmp_path)
+    ceiling = json.loads((tmp_path / "results.json").read_text())["truth_ceiling"]
+    assert ceiling["n"] == 18 and ceiling["seeds"] == 2
+    assert ceiling["seed_tau"] == pytest.approx(0.451, abs=1e-3)
+    assert ceiling["ceiling"] == pytest.approx(0.667, abs=1e-3)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 from scarletnas import Supernet, build_subnet
@@ -8,7 +9,7 @@ from scarletnas.complexity import arch_cost
 from scarletnas.config import EvalConfig
 from scarletnas.data import Batches
 from scarletnas.evaluate import CandidateEvaluator, accuracy, recalibrate_bn
-from scarletnas.ranking import close_rank_correlation, rank_correlation, spread_archs
+from scarletnas.ranking import close_rank_correlation, rank_correlation, spread_archs, truth_ceiling
 
 
 class FixedLogits(nn.Module):
@@ -101,6 +102,32 @@ def test_close_archs_are_ranked_apart_from_the_spread():
     assert close_rank_correlation([1, 2, 3], [0.85, 0.88, 0.90], 0.05)["n"] == 3
     few = close_rank_correlation(predicted, actual, within=0.015)
     assert few == {"within": 0.015, "n": 2}
+
+
+def test_the_truth_ceiling_is_what_an_exact_ranker_reaches_against_noisy_retrains():
+    """Archs with known true accuracies, each 'retrained' with two seeds of normal
+    noise: the ceiling must predict the tau of the true values against the
+    seeds' mean, and seed_tau that of one seed against the other."""
+    rng = np.random.default_rng(0)
+    true = rng.normal(0.80, 0.010, 400)
+    seeds = true[:, None] + rng.normal(0, 0.010, (400, 2))
+    c = truth_ceiling(seeds, within=1.0)
+    assert c["n"] == 400 and c["seeds"] == 2
+    assert c["seed_noise"] == pytest.approx(0.010, rel=0.1)
+    measured = stats.kendalltau(true, seeds.mean(1)).statistic
+    assert c["ceiling"] == pytest.approx(measured, abs=0.04)
+    assert c["ceiling"] == pytest.approx(0.61, abs=0.05)  # r = sqrt(1 / 1.5): 2/pi asin(r) = 0.61
+    assert c["seed_tau"] == pytest.approx(stats.kendalltau(seeds[:, 0], seeds[:, 1]).statistic)
+    assert c["seed_tau"] < c["ceiling"]
+
+
+def test_a_noiseless_truth_allows_a_perfect_ranking_and_one_seed_is_refused():
+    c = truth_ceiling([[0.80, 0.80], [0.82, 0.82], [0.85, 0.85], [0.60, 0.60]], within=0.05)
+    assert c["n"] == 3 and c["ceiling"] == pytest.approx(1) and c["seed_tau"] == pytest.approx(1)
+    assert truth_ceiling([[0.80, 0.81], [0.60, 0.60]], within=0.05) == {
+        "within": 0.05, "n": 1, "seeds": 2}
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        truth_ceiling([[0.8], [0.9], [0.7]], within=0.05)
 
 
 def test_the_ranking_report_says_how_close_archs_are_ordered():
