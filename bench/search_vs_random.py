@@ -9,8 +9,16 @@ validation epoch, as the pipeline's evaluate scores them. Per seed it prints
 both methods' picks, and at the end the mean champion (best retrained pick)
 and mean pick accuracy per method, with their seed spread.
 
+The champion favours whichever front reaches the dearer archs, so the methods
+are also compared at matched MAdds: at each pick's MAdds m (either method's),
+each method answers with the arch it scored best among those it evaluated
+within m, what a user asking for "the best arch under m" gets. Both answers
+are retrained and compared pair by pair, with a paired t-test over seeds.
+
     python bench/search_vs_random.py --supernet RUN/.../supernet.pt \
         --set data.dataset=imagefolder --set data.source=DIR --seeds 0 1 2
+    # reuse the retrains of earlier rows (same data and retrain settings):
+    python bench/search_vs_random.py ... --reuse earlier.jsonl
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ import argparse
 import dataclasses
 import json
 import statistics
+from pathlib import Path
+
+from scipy import stats
 
 from scarletnas.checkpoint import load_supernet
 from scarletnas.config import load_pipeline_config
@@ -30,13 +41,23 @@ from scarletnas.train import retrain_best
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--supernet", required=True, help="a trained supernet.pt")
+    p.add_argument("--supernet", help="a trained supernet.pt")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline config overrides (the data, search and retrain settings)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--evaluations", type=int, default=0,
                    help="search generations x population to aim for (0: the config's)")
+    p.add_argument("--reuse", nargs="*", default=[], metavar="JSONL",
+                   help="rows printed by earlier runs with the same data and retrain settings: "
+                        "their archs' test accuracies are not retrained again")
+    p.add_argument("--summarize", nargs="+", metavar="JSONL",
+                   help="summarize the rows of earlier runs (e.g. one per process); train nothing")
     args = p.parse_args()
+    if args.summarize:
+        print(json.dumps(summarize(read_rows(args.summarize))))
+        return
+    if not args.supernet:
+        p.error("--supernet is required (or --summarize)")
     cfg = load_pipeline_config(None, args.set)
     supernet = load_supernet(args.supernet)
     space = supernet.space
@@ -50,7 +71,7 @@ def main() -> None:
             scores[a] = s
         return [scores[a] for a in archs]
 
-    retrained: dict[str, float] = {}
+    retrained: dict[str, float] = reused_retrains(args.reuse)
 
     def test_top1(arch: str) -> float:  # one retrain per arch, shared by seeds and methods
         if arch not in retrained:
@@ -62,6 +83,10 @@ def main() -> None:
     if args.evaluations:
         search = dataclasses.replace(search, generations=max(1, args.evaluations
                                                              // search.population))
+    def answer(r: dict | None) -> dict | None:
+        return r and {"arch": r["arch"], "madds": r["madds"], "supernet_top1": round(r["top1"], 4),
+                      "test_top1": round(test_top1(r["arch"]), 4)}
+
     rows = []
     for seed in args.seeds:
         scfg = dataclasses.replace(search, seed=seed)
@@ -70,13 +95,24 @@ def main() -> None:
         row = {"seed": seed, "evaluations": len(nsga.evaluated)}
         for name, result in (("nsga2", nsga), ("random", rand)):
             picks = sorted(result.selected, key=lambda r: r["madds"])
-            row[name] = [{"arch": r["arch"], "madds": r["madds"],
-                          "supernet_top1": round(r["top1"], 4),
-                          "test_top1": round(test_top1(r["arch"]), 4)} for r in picks]
+            row[name] = [answer(r) for r in picks]
             row[f"{name}_hypervolume"] = round(result.hypervolume[-1], 4)
+        budgets = sorted({r["madds"] for r in nsga.selected + rand.selected})
+        row["matched"] = [{"madds": m, **{name: answer(best_within(result.evaluated, m))
+                                          for name, result in (("nsga2", nsga),
+                                                               ("random", rand))}}
+                          for m in budgets]
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    print(json.dumps({"bench": "search_vs_random", "data": cfg.data.source or cfg.data.dataset,
+                      "input_size": space.input_size, **summarize(rows),
+                      "retrains": len(retrained)}))
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Both methods' mean champion and picks over the seeds, and the matched-MAdds
+    comparison."""
     def spread(xs: list[float]) -> float:
         return round(statistics.stdev(xs), 4) if len(xs) > 1 else 0.0
 
@@ -91,11 +127,61 @@ def main() -> None:
 
     wins = sum(max(p["test_top1"] for p in r["nsga2"]) > max(p["test_top1"] for p in r["random"])
                for r in rows)
-    print(json.dumps({"bench": "search_vs_random", "data": cfg.data.source or cfg.data.dataset,
-                      "input_size": space.input_size, "seeds": len(rows),
-                      "evaluations": rows[0]["evaluations"], "nsga2": summary("nsga2"),
-                      "random": summary("random"), "nsga2_champion_wins": wins,
-                      "retrains": len(retrained)}))
+    out = {"seeds": len(rows), "evaluations": rows[0]["evaluations"], "nsga2": summary("nsga2"),
+           "random": summary("random"), "nsga2_champion_wins": wins}
+    if all("matched" in r for r in rows):
+        out["matched_madds"] = matched_summary(rows)
+    return out
+
+
+def read_rows(paths: list[str]) -> list[dict]:
+    """The per-seed rows of earlier runs' output (their summary lines left out)."""
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    return [r for r in rows if "seed" in r]
+
+
+def reused_retrains(paths: list[str]) -> dict[str, float]:
+    """arch -> retrained test top-1 from the rows of earlier runs."""
+    out: dict[str, float] = {}
+    for row in read_rows(paths):
+        for r in row["nsga2"] + row["random"]:
+            out[r["arch"]] = r["test_top1"]
+        for pair in row.get("matched", []):
+            out |= {pair[m]["arch"]: pair[m]["test_top1"] for m in ("nsga2", "random") if pair[m]}
+    return out
+
+
+def best_within(evaluated: list[dict], madds: float) -> dict | None:
+    """The arch a search scored best among those it evaluated within ``madds``
+    (the cheaper one on a tie); None when it evaluated none that cheap."""
+    return max((r for r in evaluated if r["madds"] <= madds),
+               key=lambda r: (r["top1"], -r["madds"]), default=None)
+
+
+def matched_summary(rows: list[dict]) -> dict:
+    """NSGA-II minus random in retrained test top-1 at matched MAdds: per pair
+    wins/ties/losses and the mean; per seed the mean, with a paired t-test over
+    seeds (the seeds are the independent units, the pairs within one are not).
+    Budgets below everything one method evaluated are counted apart."""
+    answered = [[p for p in r["matched"] if p["nsga2"] and p["random"]] for r in rows]
+    diffs = [[p["nsga2"]["test_top1"] - p["random"]["test_top1"] for p in seed]
+             for seed in answered if seed]
+    pairs = [d for seed in diffs for d in seed]
+    if not pairs:
+        return {"pairs": 0}
+    per_seed = [statistics.mean(d) for d in diffs]
+    alone = [p for r in rows for p in r["matched"] if not (p["nsga2"] and p["random"])]
+    out = {"pairs": len(pairs),
+           "only_nsga2_answers": sum(p["random"] is None for p in alone),
+           "only_random_answers": sum(p["nsga2"] is None for p in alone),
+           "nsga2_wins": sum(d > 0 for d in pairs),
+           "ties": sum(d == 0 for d in pairs), "random_wins": sum(d < 0 for d in pairs),
+           "mean_difference": round(statistics.mean(pairs), 4),
+           "per_seed": [round(d, 4) for d in per_seed]}
+    if len(per_seed) > 1 and statistics.stdev(per_seed) > 1e-9:  # else no spread to test
+        test = stats.ttest_1samp(per_seed, 0.0)
+        out |= {"t": round(float(test.statistic), 2), "p": round(float(test.pvalue), 4)}
+    return out
 
 
 if __name__ == "__main__":

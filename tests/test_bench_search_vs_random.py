@@ -1,0 +1,70 @@
+"""bench/search_vs_random.py: the matched-MAdds comparison gives each method's
+best arch within the same budget, and its summary counts and tests pairs as
+documented."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "search_vs_random.py"
+spec = importlib.util.spec_from_file_location("search_vs_random", BENCH)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def rec(arch, madds, top1):
+    return {"arch": arch, "madds": madds, "top1": top1}
+
+
+def test_best_within_is_the_best_scored_arch_the_budget_allows():
+    evaluated = [rec("a", 1e6, 0.70), rec("b", 2e6, 0.75), rec("c", 3e6, 0.80),
+                 rec("d", 1.5e6, 0.75)]
+    assert bench.best_within(evaluated, 2.5e6)["arch"] == "d"  # b's score, fewer MAdds
+    assert bench.best_within(evaluated, 3e6)["arch"] == "c"  # the budget is inclusive
+    assert bench.best_within(evaluated, 1e6)["arch"] == "a"
+    assert bench.best_within(evaluated, 0.9e6) is None
+
+
+def answer(arch, test_top1):
+    return {"arch": arch, "madds": 1, "supernet_top1": 0.5, "test_top1": test_top1}
+
+
+def pair(nsga, rand):
+    return {"madds": 1, "nsga2": nsga and answer(*nsga), "random": rand and answer(*rand)}
+
+
+def test_matched_summary_pairs_within_seeds_and_tests_over_seeds():
+    rows = [{"matched": [pair(("a", 0.80), ("b", 0.78)), pair(("c", 0.81), ("c", 0.81)),
+                         pair(("d", 0.70), None)]},
+            {"matched": [pair(("e", 0.79), ("f", 0.80)), pair(("g", 0.83), ("h", 0.80))]},
+            {"matched": [pair(("i", 0.82), ("j", 0.81))]}]
+    s = bench.matched_summary(rows)
+    assert (s["pairs"], s["nsga2_wins"], s["ties"], s["random_wins"]) == (5, 3, 1, 1)
+    assert (s["only_nsga2_answers"], s["only_random_answers"]) == (1, 0)
+    per_seed = [0.01, 0.01, 0.01]  # (0.02 + 0) / 2, (-0.01 + 0.03) / 2, 0.01
+    assert s["per_seed"] == pytest.approx(per_seed)
+    assert s["mean_difference"] == pytest.approx((0.02 + 0 - 0.01 + 0.03 + 0.01) / 5)
+    assert "p" not in s  # identical per-seed means: no spread to test against
+    rows[2]["matched"][0]["random"]["test_top1"] = 0.83
+    s = bench.matched_summary(rows)
+    test = stats.ttest_1samp([0.01, 0.01, -0.01], 0.0)
+    assert s["t"] == pytest.approx(test.statistic, abs=0.01)
+    assert s["p"] == pytest.approx(test.pvalue, abs=1e-4)
+
+
+def test_earlier_rows_give_their_retrains_and_their_summary(tmp_path):
+    recorded = BENCH.parents[1] / "docs/reproduction/distorted8/search_vs_random.jsonl"
+    retrained = bench.reused_retrains([str(recorded)])
+    assert len(retrained) == 14  # the distinct picks of 4 seeds x 2 methods x 2 picks
+    assert retrained["e6k5se-e6k5se-e3k7-e6k7se-e6k7-e6k5-e6k5se-e3k7"] == 0.8035
+    summary = bench.summarize(bench.read_rows([str(recorded)]))
+    assert summary["nsga2"]["champion_test_top1"] == 0.8078
+    assert summary["random"]["champion_test_top1"] == 0.8064
+    assert summary["nsga2_champion_wins"] == 1 and "matched_madds" not in summary
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"seed": 9, "nsga2": [], "random": [],
+                                "matched": [pair(("x", 0.9), None)]}) + "\n")
+    assert bench.reused_retrains([str(more)]) == {"x": 0.9}
