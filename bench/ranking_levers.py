@@ -40,7 +40,12 @@ from scarletnas import SearchSpace
 from scarletnas.config import DataConfig, EvalConfig, OptimConfig, SupernetConfig
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import CandidateEvaluator
-from scarletnas.ranking import close_rank_correlation, rank_correlation, truth_ceiling
+from scarletnas.ranking import (
+    close_archs,
+    close_rank_correlation,
+    rank_correlation,
+    truth_ceiling,
+)
 from scarletnas.train import fit, train_supernet
 
 
@@ -168,7 +173,7 @@ def ensemble_tau(runs: list[dict], n: int, truth: list[float]) -> float:
 def against_one_seed(scores: list[float], truth: list[float], seeds: list[list[float]]) -> float:
     """Mean close-arch tau of the scores against each stand-alone seed alone (the
     close archs chosen by the seeds' mean): comparable with one seed against another."""
-    near = [i for i, t in enumerate(truth) if t >= max(truth) - 0.05 - 1e-12]
+    near = close_archs(truth, 0.05)
     return float(np.mean([stats.kendalltau([scores[i] for i in near],
                                            [seeds[i][j] for i in near]).statistic
                           for j in range(len(seeds[0]))]))
@@ -196,6 +201,7 @@ def summarize(rows: list[dict], truth: list[float], seeds: list[list[float]]) ->
               f"{c['seed_tau']:+.2f}; seed noise {100 * c['seed_noise']:.2f} points against a "
               f"spread of {100 * c['spread']:.2f}; an exact ranker against the mean of "
               f"{c['seeds']} seeds: {c['ceiling']:+.2f} (expected).")
+
 
 if __name__ == "__main__":
     main()

@@ -83,6 +83,7 @@ def main() -> None:
     if args.evaluations:
         search = dataclasses.replace(search, generations=max(1, args.evaluations
                                                              // search.population))
+
     def answer(r: dict | None) -> dict | None:
         return r and {"arch": r["arch"], "madds": r["madds"], "supernet_top1": round(r["top1"], 4),
                       "test_top1": round(test_top1(r["arch"]), 4)}

@@ -38,6 +38,13 @@ def rank_correlation(predicted: Sequence[float], actual: Sequence[float]) -> dic
             "n": len(predicted), "constant": []}
 
 
+def close_archs(actual: Sequence[float], within: float) -> list[int]:
+    """Indices of the archs whose accuracy is within ``within`` (a fraction) of the
+    best one; exactly ``within`` below it counts as close."""
+    best = max(actual)
+    return [i for i, a in enumerate(actual) if a >= best - within - 1e-12]
+
+
 def close_rank_correlation(predicted: Sequence[float], actual: Sequence[float],
                            within: float) -> dict:
     """The correlation over the archs whose actual accuracy is within ``within``
@@ -47,8 +54,7 @@ def close_rank_correlation(predicted: Sequence[float], actual: Sequence[float],
     among close archs its order is what decides the pick. Fewer than 3 close
     archs: ``n`` says how many, and no correlation is given.
     """
-    best = max(actual)
-    near = [i for i, a in enumerate(actual) if a >= best - within - 1e-12]
+    near = close_archs(actual, within)
     out = {"within": within, "n": len(near)}
     if len(near) >= 3:
         corr = rank_correlation([predicted[i] for i in near], [actual[i] for i in near])
@@ -71,8 +77,7 @@ def truth_ceiling(per_seed: Sequence[Sequence[float]], within: float) -> dict:
     runs = np.asarray(per_seed, dtype=float)
     if runs.ndim != 2 or runs.shape[1] < 2:
         raise ValueError("need every arch's accuracy for at least 2 seeds")
-    means = runs.mean(1)
-    near = runs[means >= means.max() - within - 1e-12]
+    near = runs[close_archs(runs.mean(1), within)]
     n, k = near.shape
     out = {"within": within, "n": n, "seeds": k}
     if n < 3:
