@@ -15,10 +15,17 @@ each method answers with the arch it scored best among those it evaluated
 within m, what a user asking for "the best arch under m" gets. Both answers
 are retrained and compared pair by pair, with a paired t-test over seeds.
 
+With ``--random-archs N`` each NSGA-II pick is also paired with N archs drawn
+uniformly at its MAdds (within 5%) and chosen without the supernet: what a
+user gets without the one-shot method at the same cost (Yu et al. 2020's
+random-sampling baseline; random search above shares NSGA-II's evaluator).
+
     python bench/search_vs_random.py --supernet RUN/.../supernet.pt \
         --set data.dataset=imagefolder --set data.source=DIR --seeds 0 1 2
     # reuse the retrains of earlier rows (same data and retrain settings):
     python bench/search_vs_random.py ... --reuse earlier.jsonl
+    # the picks against archs drawn at their MAdds without the supernet:
+    python bench/search_vs_random.py ... --random-archs 2
 """
 
 from __future__ import annotations
@@ -26,16 +33,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
 from scarletnas.checkpoint import load_supernet
+from scarletnas.complexity import population_cost
 from scarletnas.config import load_pipeline_config
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import accuracy, make_scorer
+from scarletnas.sampling import random_population
 from scarletnas.search import random_search, run_search
+from scarletnas.space import SearchSpace
 from scarletnas.train import retrain_best
 
 
@@ -50,6 +62,9 @@ def main() -> None:
     p.add_argument("--reuse", nargs="*", default=[], metavar="JSONL",
                    help="rows printed by earlier runs with the same data and retrain settings: "
                         "their archs' test accuracies are not retrained again")
+    p.add_argument("--random-archs", type=int, default=0, metavar="N",
+                   help="also retrain N archs drawn uniformly at each NSGA-II pick's MAdds "
+                        "(within 5%%) without the supernet, and pair them with the pick")
     p.add_argument("--summarize", nargs="+", metavar="JSONL",
                    help="summarize the rows of earlier runs (e.g. one per process); train nothing")
     args = p.parse_args()
@@ -88,6 +103,11 @@ def main() -> None:
         return r and {"arch": r["arch"], "madds": r["madds"], "supernet_top1": round(r["top1"], 4),
                       "test_top1": round(test_top1(r["arch"]), 4)}
 
+    def drawn(genes) -> dict:
+        arch = space.format(genes)
+        madds = int(population_cost(space, np.asarray([genes]))[0][0])
+        return {"arch": arch, "madds": madds, "test_top1": round(test_top1(arch), 4)}
+
     rows = []
     for seed in args.seeds:
         scfg = dataclasses.replace(search, seed=seed)
@@ -103,6 +123,13 @@ def main() -> None:
                                           for name, result in (("nsga2", nsga),
                                                                ("random", rand))}}
                           for m in budgets]
+        if args.random_archs:
+            row["random_archs"] = [
+                {"madds": pick["madds"], "nsga2": pick,
+                 "drawn": [drawn(random_arch_near(space, pick["madds"],
+                                                  np.random.default_rng((seed, i, d))))
+                           for d in range(args.random_archs)]}
+                for i, pick in enumerate(row["nsga2"])]
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -132,6 +159,8 @@ def summarize(rows: list[dict]) -> dict:
            "random": summary("random"), "nsga2_champion_wins": wins}
     if all("matched" in r for r in rows):
         out["matched_madds"] = matched_summary(rows)
+    if all("random_archs" in r for r in rows):
+        out["against_random_archs"] = random_archs_summary(rows)
     return out
 
 
@@ -149,7 +178,25 @@ def reused_retrains(paths: list[str]) -> dict[str, float]:
             out[r["arch"]] = r["test_top1"]
         for pair in row.get("matched", []):
             out |= {pair[m]["arch"]: pair[m]["test_top1"] for m in ("nsga2", "random") if pair[m]}
+        for pick in row.get("random_archs", []):
+            out |= {r["arch"]: r["test_top1"] for r in pick["drawn"]}
     return out
+
+
+def random_arch_near(space: SearchSpace, madds: float, rng: np.random.Generator,
+                     tolerance: float = 0.05, batch: int = 4096, rounds: int = 50) -> tuple:
+    """An arch drawn uniformly among those within ``tolerance`` of ``madds``
+    (rejection from uniform draws); the nearest drawn if none fell that close."""
+    nearest, gap = None, np.inf
+    for _ in range(rounds):
+        pop = random_population(space, batch, rng)
+        cost = population_cost(space, pop)[0]
+        off = np.abs(cost - madds) / madds
+        if (off <= tolerance).any():
+            return tuple(int(g) for g in pop[np.argmax(off <= tolerance)])
+        if off.min() < gap:
+            nearest, gap = pop[off.argmin()], off.min()
+    return tuple(int(g) for g in nearest)
 
 
 def best_within(evaluated: list[dict], madds: float) -> dict | None:
@@ -165,16 +212,38 @@ def matched_summary(rows: list[dict]) -> dict:
     seeds (the seeds are the independent units, the pairs within one are not).
     Budgets below everything one method evaluated are counted apart."""
     answered = [[p for p in r["matched"] if p["nsga2"] and p["random"]] for r in rows]
-    diffs = [[p["nsga2"]["test_top1"] - p["random"]["test_top1"] for p in seed]
-             for seed in answered if seed]
+    alone = [p for r in rows for p in r["matched"] if not (p["nsga2"] and p["random"])]
+    return paired_summary([[p["nsga2"]["test_top1"] - p["random"]["test_top1"] for p in seed]
+                           for seed in answered]) | {
+        "only_nsga2_answers": sum(p["random"] is None for p in alone),
+        "only_random_answers": sum(p["nsga2"] is None for p in alone)}
+
+
+def random_archs_summary(rows: list[dict]) -> dict:
+    """NSGA-II's picks minus the archs drawn at their MAdds without the supernet,
+    in retrained test top-1: one pair per drawn arch, tested over seeds. Also how
+    far apart archs of the same MAdds retrain (``drawn_sd``: the standard deviation
+    of one draw, from the differences of draws at the same pick; arch spread and
+    retrain noise together): what there is for a search to find at that cost."""
+    out = paired_summary([[p["nsga2"]["test_top1"] - d["test_top1"]
+                           for p in r["random_archs"] for d in p["drawn"]] for r in rows])
+    gaps = [(a["test_top1"] - b["test_top1"]) ** 2 for r in rows for p in r["random_archs"]
+            for i, a in enumerate(p["drawn"]) for b in p["drawn"][i + 1:]]
+    if gaps:
+        out["drawn_sd"] = round(math.sqrt(statistics.mean(gaps) / 2), 4)
+    return out
+
+
+def paired_summary(diffs: list[list[float]]) -> dict:
+    """Per pair wins/ties/losses and the mean of NSGA-II minus the other; per seed
+    the mean, with a paired t-test over seeds (the seeds are the independent
+    units, the pairs within one are not)."""
+    diffs = [d for d in diffs if d]
     pairs = [d for seed in diffs for d in seed]
     if not pairs:
         return {"pairs": 0}
     per_seed = [statistics.mean(d) for d in diffs]
-    alone = [p for r in rows for p in r["matched"] if not (p["nsga2"] and p["random"])]
     out = {"pairs": len(pairs),
-           "only_nsga2_answers": sum(p["random"] is None for p in alone),
-           "only_random_answers": sum(p["nsga2"] is None for p in alone),
            "nsga2_wins": sum(d > 0 for d in pairs),
            "ties": sum(d == 0 for d in pairs), "random_wins": sum(d < 0 for d in pairs),
            "mean_difference": round(statistics.mean(pairs), 4),

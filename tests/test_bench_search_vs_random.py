@@ -68,3 +68,42 @@ def test_earlier_rows_give_their_retrains_and_their_summary(tmp_path):
     more.write_text(json.dumps({"seed": 9, "nsga2": [], "random": [],
                                 "matched": [pair(("x", 0.9), None)]}) + "\n")
     assert bench.reused_retrains([str(more)]) == {"x": 0.9}
+
+
+def test_random_arch_near_draws_at_the_asked_madds_and_varies():
+    import numpy as np
+
+    from scarletnas.complexity import bounds, population_cost
+    from scarletnas.sampling import random_population
+    from scarletnas.space import SearchSpace
+
+    space = SearchSpace.compact(input_size=16)
+    lo, hi = bounds(space)
+    uniform = population_cost(space, random_population(space, 2000, np.random.default_rng(1)))[0]
+    for madds in np.percentile(uniform, [2, 50, 98]):
+        drawn = {bench.random_arch_near(space, madds, np.random.default_rng((0, i)))
+                 for i in range(5)}
+        cost = population_cost(space, np.asarray(sorted(drawn)))[0]
+        assert (np.abs(cost - madds) <= 0.05 * madds).all()
+        assert len(drawn) > 1  # uniform draws in the band, not one fixed arch
+    # beyond the dearest arch nothing falls within 5%: the nearest drawn answers
+    far = bench.random_arch_near(space, hi.madds * 2, np.random.default_rng(0), rounds=2)
+    assert population_cost(space, np.asarray([far]))[0][0] <= hi.madds
+
+
+def test_random_archs_summary_pairs_each_drawn_arch_with_its_pick():
+    rows = [{"random_archs": [{"madds": 1, "nsga2": answer("a", 0.80),
+                               "drawn": [answer("r1", 0.78), answer("r2", 0.81)]},
+                              {"madds": 2, "nsga2": answer("b", 0.82),
+                               "drawn": [answer("r3", 0.80), answer("r4", 0.80)]}]},
+            {"random_archs": [{"madds": 1, "nsga2": answer("c", 0.79),
+                               "drawn": [answer("r5", 0.79), answer("r6", 0.77)]}]}]
+    s = bench.random_archs_summary(rows)
+    assert (s["pairs"], s["nsga2_wins"], s["ties"], s["random_wins"]) == (6, 4, 1, 1)
+    assert s["per_seed"] == pytest.approx([(0.02 - 0.01 + 0.02 + 0.02) / 4, 0.01])
+    assert "p" in s
+    # draws at one pick differ by 0.03, 0 and 0.02: sd of one draw sqrt(mean(d^2) / 2)
+    assert s["drawn_sd"] == pytest.approx(((0.03**2 + 0 + 0.02**2) / 3 / 2) ** 0.5, abs=1e-4)
+    assert bench.summarize([dict(r, seed=i, evaluations=4, nsga2=[answer("a", 0.8)],
+                                 random=[answer("z", 0.7)]) for i, r in enumerate(rows)]
+                           )["against_random_archs"] == s
