@@ -26,6 +26,9 @@ random-sampling baseline; random search above shares NSGA-II's evaluator).
     python bench/search_vs_random.py ... --reuse earlier.jsonl
     # the picks against archs drawn at their MAdds without the supernet:
     python bench/search_vs_random.py ... --random-archs 2
+    # one retrain's noise: the same archs retrained with another seed
+    python bench/search_vs_random.py ... --set retrain.seed=1 > seed1.jsonl
+    python bench/search_vs_random.py --summarize seed0.jsonl --other-seed seed1.jsonl
 """
 
 from __future__ import annotations
@@ -67,9 +70,16 @@ def main() -> None:
                         "(within 5%%) without the supernet, and pair them with the pick")
     p.add_argument("--summarize", nargs="+", metavar="JSONL",
                    help="summarize the rows of earlier runs (e.g. one per process); train nothing")
+    p.add_argument("--other-seed", nargs="+", default=[], metavar="JSONL",
+                   help="with --summarize: rows whose archs were retrained with another "
+                        "retrain.seed; prints one retrain's noise from the archs both hold")
     args = p.parse_args()
     if args.summarize:
-        print(json.dumps(summarize(read_rows(args.summarize))))
+        out = summarize(read_rows(args.summarize))
+        if args.other_seed:
+            out["retrain_noise"] = retrain_noise(reused_retrains(args.summarize),
+                                                 reused_retrains(args.other_seed))
+        print(json.dumps(out))
         return
     if not args.supernet:
         p.error("--supernet is required (or --summarize)")
@@ -181,6 +191,17 @@ def reused_retrains(paths: list[str]) -> dict[str, float]:
         for pick in row.get("random_archs", []):
             out |= {r["arch"]: r["test_top1"] for r in pick["drawn"]}
     return out
+
+
+def retrain_noise(first: dict[str, float], second: dict[str, float]) -> dict:
+    """How far one retrain of an arch lands from another with a different seed:
+    the standard deviation of one retrain, from the archs both maps hold."""
+    both = sorted(first.keys() & second.keys())
+    gaps = [first[a] - second[a] for a in both]
+    if not gaps:
+        return {"archs": 0}
+    return {"archs": len(both), "sd": round(math.sqrt(statistics.mean(g * g for g in gaps) / 2), 4),
+            "mean_abs_difference": round(statistics.mean(abs(g) for g in gaps), 4)}
 
 
 def random_arch_near(space: SearchSpace, madds: float, rng: np.random.Generator,

@@ -107,3 +107,13 @@ def test_random_archs_summary_pairs_each_drawn_arch_with_its_pick():
     assert bench.summarize([dict(r, seed=i, evaluations=4, nsga2=[answer("a", 0.8)],
                                  random=[answer("z", 0.7)]) for i, r in enumerate(rows)]
                            )["against_random_archs"] == s
+
+
+def test_retrain_noise_is_one_retrains_spread_over_the_archs_both_seeds_hold():
+    first = {"a": 0.80, "b": 0.70, "c": 0.60}
+    second = {"a": 0.82, "b": 0.70, "d": 0.50}
+    noise = bench.retrain_noise(first, second)
+    assert noise["archs"] == 2
+    assert noise["sd"] == pytest.approx((0.02**2 / 2 / 2) ** 0.5, abs=1e-4)
+    assert noise["mean_abs_difference"] == pytest.approx(0.01)
+    assert bench.retrain_noise(first, {"z": 0.1}) == {"archs": 0}
