@@ -26,6 +26,7 @@ random-sampling baseline; random search above shares NSGA-II's evaluator).
     python bench/search_vs_random.py ... --reuse earlier.jsonl
     # the picks against archs drawn at their MAdds without the supernet:
     python bench/search_vs_random.py ... --random-archs 2
+    python bench/search_vs_random.py --summarize rows.jsonl --plot random_archs.png
     # one retrain's noise: the same archs retrained with another seed
     python bench/search_vs_random.py ... --set retrain.seed=1 > seed1.jsonl
     python bench/search_vs_random.py --summarize seed0.jsonl --other-seed seed1.jsonl
@@ -43,11 +44,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from scarletnas import storage
 from scarletnas.checkpoint import load_supernet
 from scarletnas.complexity import population_cost
 from scarletnas.config import load_pipeline_config
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import accuracy, make_scorer
+from scarletnas.report import _pyplot, figure_png
 from scarletnas.sampling import random_population
 from scarletnas.search import random_search, run_search
 from scarletnas.space import SearchSpace
@@ -73,12 +76,18 @@ def main() -> None:
     p.add_argument("--other-seed", nargs="+", default=[], metavar="JSONL",
                    help="with --summarize: rows whose archs were retrained with another "
                         "retrain.seed; prints one retrain's noise from the archs both hold")
+    p.add_argument("--plot", metavar="PNG",
+                   help="with --summarize: the picks and the archs drawn at their MAdds "
+                        "(--random-archs rows), retrained, against MAdds")
     args = p.parse_args()
     if args.summarize:
-        out = summarize(read_rows(args.summarize))
+        rows = read_rows(args.summarize)
+        out = summarize(rows)
         if args.other_seed:
             out["retrain_noise"] = retrain_noise(reused_retrains(args.summarize),
                                                  reused_retrains(args.other_seed))
+        if args.plot:
+            storage.write_bytes(args.plot, random_archs_png(rows, out, data_name(args.summarize)))
         print(json.dumps(out))
         return
     if not args.supernet:
@@ -180,6 +189,13 @@ def read_rows(paths: list[str]) -> list[dict]:
     return [r for r in rows if "seed" in r]
 
 
+def data_name(paths: list[str]) -> str:
+    """The data the rows were measured on, from the runs' summary lines."""
+    names = {Path(json.loads(line)["data"]).name for path in paths
+             for line in Path(path).read_text().splitlines() if '"bench"' in line}
+    return ", ".join(sorted(names)) or "?"
+
+
 def reused_retrains(paths: list[str]) -> dict[str, float]:
     """arch -> retrained test top-1 from the rows of earlier runs."""
     out: dict[str, float] = {}
@@ -191,6 +207,35 @@ def reused_retrains(paths: list[str]) -> dict[str, float]:
         for pick in row.get("random_archs", []):
             out |= {r["arch"]: r["test_top1"] for r in pick["drawn"]}
     return out
+
+
+def random_archs_png(rows: list[dict], summary: dict, data: str) -> bytes:
+    """Each NSGA-II pick and the archs drawn at its MAdds, retrained test top-1
+    against MAdds, a line joining each pick to its draws."""
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
+    for i, r in enumerate(rows):
+        for p in r.get("random_archs", []):
+            x, y = p["nsga2"]["madds"] / 1e6, 100 * p["nsga2"]["test_top1"]
+            for d in p["drawn"]:
+                ax.plot([x, d["madds"] / 1e6], [y, 100 * d["test_top1"]], color="0.8", lw=0.8,
+                        zorder=1)
+                ax.scatter(d["madds"] / 1e6, 100 * d["test_top1"], marker="o", s=22,
+                           facecolors="none", edgecolors="tab:gray", zorder=2,
+                           label="drawn at that MAdds, no supernet" if i == 0 else None)
+            ax.scatter(x, y, marker="D", s=26, color=f"C{i % 10}", zorder=3,
+                       label=f"NSGA-II pick, seed {r['seed']}")
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))
+    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="lower right")
+    s = summary.get("against_random_archs", {})
+    ax.set_title(f"{data}: NSGA-II picks and archs drawn at their MAdds without the supernet\n"
+                 f"pick better {s.get('nsga2_wins', 0)} / tie {s.get('ties', 0)} / worse "
+                 f"{s.get('random_wins', 0)}, mean {100 * s.get('mean_difference', 0):+.2f} points",
+                 fontsize=9)
+    ax.set_xlabel("MAdds (M)")
+    ax.set_ylabel("retrained test top-1 (%)")
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
 
 
 def retrain_noise(first: dict[str, float], second: dict[str, float]) -> dict:

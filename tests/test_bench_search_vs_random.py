@@ -117,3 +117,16 @@ def test_retrain_noise_is_one_retrains_spread_over_the_archs_both_seeds_hold():
     assert noise["sd"] == pytest.approx((0.02**2 / 2 / 2) ** 0.5, abs=1e-4)
     assert noise["mean_abs_difference"] == pytest.approx(0.01)
     assert bench.retrain_noise(first, {"z": 0.1}) == {"archs": 0}
+
+
+def test_the_random_archs_figure_is_drawn_from_the_rows_and_names_the_data(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    row = {"seed": 0, "evaluations": 4, "nsga2": [answer("a", 0.8)], "random": [answer("z", 0.7)],
+           "random_archs": [{"madds": 1, "nsga2": answer("a", 0.8),
+                             "drawn": [answer("r1", 0.78), answer("r2", 0.81)]}]}
+    rows.write_text(json.dumps(row) + "\n" + json.dumps({"bench": "search_vs_random",
+                                                         "data": "/some/where/stripes"}) + "\n")
+    assert bench.data_name([str(rows)]) == "stripes"
+    rows_read = bench.read_rows([str(rows)])
+    png = bench.random_archs_png(rows_read, bench.summarize(rows_read), "stripes")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
