@@ -212,7 +212,7 @@ def reused_retrains(paths: list[str]) -> dict[str, float]:
 def random_archs_png(rows: list[dict], summary: dict, data: str) -> bytes:
     """Each NSGA-II pick and the archs drawn at its MAdds, retrained test top-1
     against MAdds, a line joining each pick to its draws."""
-    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
+    fig, ax = _pyplot().subplots(figsize=(8, 4.2))
     for i, r in enumerate(rows):
         for p in r.get("random_archs", []):
             x, y = p["nsga2"]["madds"] / 1e6, 100 * p["nsga2"]["test_top1"]
@@ -226,7 +226,7 @@ def random_archs_png(rows: list[dict], summary: dict, data: str) -> bytes:
                        label=f"NSGA-II pick, seed {r['seed']}")
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=True))
-    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="lower right")
+    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     s = summary.get("against_random_archs", {})
     ax.set_title(f"{data}: NSGA-II picks and archs drawn at their MAdds without the supernet\n"
                  f"pick better {s.get('nsga2_wins', 0)} / tie {s.get('ties', 0)} / worse "
