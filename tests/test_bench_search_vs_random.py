@@ -130,3 +130,16 @@ def test_the_random_archs_figure_is_drawn_from_the_rows_and_names_the_data(tmp_p
     rows_read = bench.read_rows([str(rows)])
     png = bench.random_archs_png(rows_read, bench.summarize(rows_read), "stripes")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_the_recorded_random_arch_rows_give_the_documented_figures():
+    """docs/benchmarks.md, "Against archs drawn at the same MAdds": the distorted-digits
+    rows and their seed-1 retrains."""
+    recorded = BENCH.parents[1] / "docs/reproduction/distorted8"
+    rows = str(recorded / "search_vs_random_random_archs.jsonl")
+    seed1 = str(recorded / "search_vs_random_retrain_seed1.jsonl")
+    s = bench.summarize(bench.read_rows([rows]))["against_random_archs"]
+    assert (s["pairs"], s["nsga2_wins"], s["ties"], s["random_wins"]) == (16, 9, 2, 5)
+    assert (s["mean_difference"], s["drawn_sd"]) == (0.0017, 0.0078)
+    noise = bench.retrain_noise(bench.reused_retrains([rows]), bench.reused_retrains([seed1]))
+    assert (noise["archs"], noise["sd"]) == (21, 0.008)
