@@ -39,6 +39,7 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,15 @@ from scarletnas.complexity import population_cost
 from scarletnas.config import load_pipeline_config
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import accuracy, make_scorer
-from scarletnas.report import _pyplot, figure_png
+from scarletnas.report import figure_png, pyplot
 from scarletnas.sampling import random_population
 from scarletnas.search import random_search, run_search
 from scarletnas.space import SearchSpace
 from scarletnas.train import retrain_best
+
+# the draws' own random streams: numpy pads seed tuples with zeros, so a bare
+# (seed, 0, 0) would replay the searches' stream of ``seed``
+DRAWS = 0x5EED
 
 
 def main() -> None:
@@ -80,6 +85,8 @@ def main() -> None:
                    help="with --summarize: the picks and the archs drawn at their MAdds "
                         "(--random-archs rows), retrained, against MAdds")
     args = p.parse_args()
+    if (args.other_seed or args.plot) and not args.summarize:
+        p.error("--other-seed and --plot go with --summarize")
     if args.summarize:
         rows = read_rows(args.summarize)
         out = summarize(rows)
@@ -145,8 +152,8 @@ def main() -> None:
         if args.random_archs:
             row["random_archs"] = [
                 {"madds": pick["madds"], "nsga2": pick,
-                 "drawn": [drawn(random_arch_near(space, pick["madds"],
-                                                  np.random.default_rng((seed, i, d))))
+                 "drawn": [drawn(random_genes_near(space, pick["madds"],
+                                                   np.random.default_rng((DRAWS, seed, i, d))))
                            for d in range(args.random_archs)]}
                 for i, pick in enumerate(row["nsga2"])]
         rows.append(row)
@@ -191,8 +198,8 @@ def read_rows(paths: list[str]) -> list[dict]:
 
 def data_name(paths: list[str]) -> str:
     """The data the rows were measured on, from the runs' summary lines."""
-    names = {Path(json.loads(line)["data"]).name for path in paths
-             for line in Path(path).read_text().splitlines() if '"bench"' in line}
+    lines = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    names = {Path(r["data"]).name for r in lines if "bench" in r and "data" in r}
     return ", ".join(sorted(names)) or "?"
 
 
@@ -212,7 +219,7 @@ def reused_retrains(paths: list[str]) -> dict[str, float]:
 def random_archs_png(rows: list[dict], summary: dict, data: str) -> bytes:
     """Each NSGA-II pick and the archs drawn at its MAdds, retrained test top-1
     against MAdds, a line joining each pick to its draws."""
-    fig, ax = _pyplot().subplots(figsize=(8, 4.2))
+    fig, ax = pyplot().subplots(figsize=(8, 4.2))
     for i, r in enumerate(rows):
         for p in r.get("random_archs", []):
             x, y = p["nsga2"]["madds"] / 1e6, 100 * p["nsga2"]["test_top1"]
@@ -249,10 +256,13 @@ def retrain_noise(first: dict[str, float], second: dict[str, float]) -> dict:
             "mean_abs_difference": round(statistics.mean(abs(g) for g in gaps), 4)}
 
 
-def random_arch_near(space: SearchSpace, madds: float, rng: np.random.Generator,
-                     tolerance: float = 0.05, batch: int = 4096, rounds: int = 50) -> tuple:
-    """An arch drawn uniformly among those within ``tolerance`` of ``madds``
-    (rejection from uniform draws); the nearest drawn if none fell that close."""
+def random_genes_near(space: SearchSpace, madds: float, rng: np.random.Generator,
+                      tolerance: float = 0.05, batch: int = 4096, rounds: int = 50) -> tuple:
+    """The genes of an arch drawn uniformly among those within ``tolerance`` of
+    ``madds`` (rejection from uniform draws); if none fell that close, the nearest
+    drawn, with a warning (its MAdds are in the row)."""
+    if madds <= 0:
+        raise ValueError(f"madds must be > 0, got {madds}")
     nearest, gap = None, np.inf
     for _ in range(rounds):
         pop = random_population(space, batch, rng)
@@ -262,6 +272,8 @@ def random_arch_near(space: SearchSpace, madds: float, rng: np.random.Generator,
             return tuple(int(g) for g in pop[np.argmax(off <= tolerance)])
         if off.min() < gap:
             nearest, gap = pop[off.argmin()], off.min()
+    print(f"no arch within {tolerance:.0%} of {madds:,.0f} MAdds in {rounds * batch:,} draws: "
+          f"the nearest is {gap:.0%} off", file=sys.stderr)
     return tuple(int(g) for g in nearest)
 
 

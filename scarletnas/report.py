@@ -23,7 +23,7 @@ def _csv(rows) -> bytes:
     return buf.getvalue().encode()
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -37,13 +37,13 @@ def figure_png(fig, dpi: int = 110) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
 def curve_png(points: list[tuple[int, float]], title: str, ylabel: str) -> bytes:
     """A metric against training step."""
-    fig, ax = _pyplot().subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     if points:
         ax.plot(*zip(*points, strict=True))
     ax.set_xlabel("step")
@@ -56,7 +56,7 @@ def curve_png(points: list[tuple[int, float]], title: str, ylabel: str) -> bytes
 def pareto_png(result: SearchResult, title: str = "Pareto front", warning: str = "") -> bytes:
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2),
                                   gridspec_kw={"width_ratios": [2, 1]})

@@ -81,13 +81,13 @@ def test_random_arch_near_draws_at_the_asked_madds_and_varies():
     lo, hi = bounds(space)
     uniform = population_cost(space, random_population(space, 2000, np.random.default_rng(1)))[0]
     for madds in np.percentile(uniform, [2, 50, 98]):
-        drawn = {bench.random_arch_near(space, madds, np.random.default_rng((0, i)))
+        drawn = {bench.random_genes_near(space, madds, np.random.default_rng((0, i)))
                  for i in range(5)}
         cost = population_cost(space, np.asarray(sorted(drawn)))[0]
         assert (np.abs(cost - madds) <= 0.05 * madds).all()
         assert len(drawn) > 1  # uniform draws in the band, not one fixed arch
     # beyond the dearest arch nothing falls within 5%: the nearest drawn answers
-    far = bench.random_arch_near(space, hi.madds * 2, np.random.default_rng(0), rounds=2)
+    far = bench.random_genes_near(space, hi.madds * 2, np.random.default_rng(0), rounds=2)
     assert population_cost(space, np.asarray([far]))[0][0] <= hi.madds
 
 
@@ -132,14 +132,42 @@ def test_the_random_archs_figure_is_drawn_from_the_rows_and_names_the_data(tmp_p
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_the_recorded_random_arch_rows_give_the_documented_figures():
-    """docs/benchmarks.md, "Against archs drawn at the same MAdds": the distorted-digits
-    rows and their seed-1 retrains."""
-    recorded = BENCH.parents[1] / "docs/reproduction/distorted8"
-    rows = str(recorded / "search_vs_random_random_archs.jsonl")
+def _without_shared_draws(rows):
+    """The rows drawn before the draws had their own random stream, less each
+    seed's first draw, which replayed the searches' stream."""
+    return [dict(r, random_archs=[dict(p, drawn=p["drawn"][1:] if i == 0 else p["drawn"])
+                                  for i, p in enumerate(r["random_archs"])]) for r in rows]
+
+
+RECORDED = BENCH.parents[1] / "docs/reproduction"
+
+
+@pytest.mark.parametrize("rows, shared, figures", [
+    ("distorted8/search_vs_random_random_archs.jsonl", False, (16, 10, 1, 5, 0.0074, 0.0129)),
+    ("stripes8-mirror-safe/search_vs_random_random_archs.jsonl", True,
+     (12, 6, 1, 5, 0.0073, 0.0123)),
+    ("shapes10/search_vs_random_random_archs.jsonl", True, (12, 3, 0, 9, -0.0138, 0.0224)),
+])
+def test_the_recorded_random_arch_rows_give_the_documented_figures(rows, shared, figures):
+    """docs/benchmarks.md, "Against archs drawn at the same MAdds"."""
+    read = bench.read_rows([str(RECORDED / rows)])
+    s = bench.random_archs_summary(_without_shared_draws(read) if shared else read)
+    assert (s["pairs"], s["nsga2_wins"], s["ties"], s["random_wins"], s["mean_difference"],
+            s["drawn_sd"]) == figures
+
+
+def test_the_distorted_digits_draws_pooled_and_one_retrains_noise():
+    recorded = RECORDED / "distorted8"
+    fixed = bench.read_rows([str(recorded / "search_vs_random_random_archs.jsonl")])
+    first = _without_shared_draws(
+        bench.read_rows([str(recorded / "search_vs_random_random_archs_first_draws.jsonl")]))
+    pooled = [dict(r, random_archs=[dict(p, drawn=p["drawn"] + q["drawn"])
+                                    for p, q in zip(r["random_archs"], o["random_archs"],
+                                                    strict=True)])
+              for r, o in zip(fixed, first, strict=True)]
+    s = bench.random_archs_summary(pooled)
+    assert (s["pairs"], s["nsga2_wins"], s["mean_difference"], s["p"]) == (28, 18, 0.006, 0.1781)
     seed1 = str(recorded / "search_vs_random_retrain_seed1.jsonl")
-    s = bench.summarize(bench.read_rows([rows]))["against_random_archs"]
-    assert (s["pairs"], s["nsga2_wins"], s["ties"], s["random_wins"]) == (16, 9, 2, 5)
-    assert (s["mean_difference"], s["drawn_sd"]) == (0.0017, 0.0078)
-    noise = bench.retrain_noise(bench.reused_retrains([rows]), bench.reused_retrains([seed1]))
+    seed0 = str(recorded / "search_vs_random_random_archs.jsonl")
+    noise = bench.retrain_noise(bench.reused_retrains([seed0]), bench.reused_retrains([seed1]))
     assert (noise["archs"], noise["sd"]) == (21, 0.008)
