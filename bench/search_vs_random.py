@@ -47,7 +47,7 @@ from scipy import stats
 
 from scarletnas import storage
 from scarletnas.checkpoint import load_supernet
-from scarletnas.complexity import population_cost
+from scarletnas.complexity import arch_cost, population_cost
 from scarletnas.config import load_pipeline_config
 from scarletnas.data import Batches, load_splits
 from scarletnas.evaluate import accuracy, make_scorer
@@ -131,8 +131,8 @@ def main() -> None:
 
     def drawn(genes) -> dict:
         arch = space.format(genes)
-        madds = int(population_cost(space, np.asarray([genes]))[0][0])
-        return {"arch": arch, "madds": madds, "test_top1": round(test_top1(arch), 4)}
+        return {"arch": arch, "madds": arch_cost(space, genes).madds,
+                "test_top1": round(test_top1(arch), 4)}
 
     rows = []
     for seed in args.seeds:
@@ -252,8 +252,14 @@ def retrain_noise(first: dict[str, float], second: dict[str, float]) -> dict:
     gaps = [first[a] - second[a] for a in both]
     if not gaps:
         return {"archs": 0}
-    return {"archs": len(both), "sd": round(math.sqrt(statistics.mean(g * g for g in gaps) / 2), 4),
+    return {"archs": len(both), "sd": sd_of_one(gaps),
             "mean_abs_difference": round(statistics.mean(abs(g) for g in gaps), 4)}
+
+
+def sd_of_one(gaps: list[float]) -> float:
+    """The standard deviation of one measurement, from differences between pairs
+    of independent measurements of the same thing: E[(a - b)^2] = 2 sd^2."""
+    return round(math.sqrt(statistics.mean(g * g for g in gaps) / 2), 4)
 
 
 def random_genes_near(space: SearchSpace, madds: float, rng: np.random.Generator,
@@ -305,10 +311,10 @@ def random_archs_summary(rows: list[dict]) -> dict:
     retrain noise together): what there is for a search to find at that cost."""
     out = paired_summary([[p["nsga2"]["test_top1"] - d["test_top1"]
                            for p in r["random_archs"] for d in p["drawn"]] for r in rows])
-    gaps = [(a["test_top1"] - b["test_top1"]) ** 2 for r in rows for p in r["random_archs"]
+    gaps = [a["test_top1"] - b["test_top1"] for r in rows for p in r["random_archs"]
             for i, a in enumerate(p["drawn"]) for b in p["drawn"][i + 1:]]
     if gaps:
-        out["drawn_sd"] = round(math.sqrt(statistics.mean(gaps) / 2), 4)
+        out["drawn_sd"] = sd_of_one(gaps)
     return out
 
 

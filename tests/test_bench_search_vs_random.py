@@ -70,7 +70,7 @@ def test_earlier_rows_give_their_retrains_and_their_summary(tmp_path):
     assert bench.reused_retrains([str(more)]) == {"x": 0.9}
 
 
-def test_random_arch_near_draws_at_the_asked_madds_and_varies():
+def test_random_genes_near_draws_at_the_asked_madds_and_varies():
     import numpy as np
 
     from scarletnas.complexity import bounds, population_cost
